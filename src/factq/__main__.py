@@ -1,0 +1,5 @@
+import sys
+
+from factq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""The HTTP API."""
+
+from factq.api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,49 @@
+"""The FastAPI application: its lifespan owns the Redis and RabbitMQ connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import factq
+from factq.api import compat, health, jobs
+from factq.api.deps import Resources
+from factq.api.errors import install_error_handlers
+from factq.broker import Broker
+from factq.settings import Settings
+from factq.store import Store
+from factq.tasks import TaskRegistry
+
+DESCRIPTION = """\
+Submit a job and get its id at once (202); workers compute it off the request
+path; poll `GET /v1/jobs/{id}` or download `GET /v1/jobs/{id}/result`.
+Errors are always `{"error": {"type": "...", "message": "..."}}`.
+"""
+
+
+def create_app(settings: Settings, registry: TaskRegistry | None = None) -> FastAPI:
+    """The API for one deployment; nothing connects until the lifespan starts."""
+    tasks = registry or TaskRegistry.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Resources]:
+        async with (
+            Store.open(settings) as store,
+            Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
+        ):
+            await store.ping()
+            yield {"settings": settings, "store": store, "broker": broker, "registry": tasks}
+
+    app = FastAPI(
+        title="factq",
+        version=factq.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    app.include_router(compat.router)
+    return app

@@ -1,0 +1,164 @@
+"""The original Flask design's three routes, kept working with the same behaviour.
+
+`GET /factorial?no=N` queues n! and answers the id as plain text;
+`GET /factorial/result?id=ID` answers `{"input", "status", "output"}`;
+`POST /factorial/update` lets a worker holding the worker token set a job's
+outcome. They share the v1 routes' store, queue and validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import gmpy2
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from factq.api.deps import (
+    BrokerDep,
+    OwnerDep,
+    RegistryDep,
+    StoreDep,
+    checked_job_id,
+    require_worker,
+)
+from factq.api.submission import JobRequest, enqueue, validate_request
+from factq.errors import AlreadyFinished, InvalidInput, InvalidRequest, JobNotFound
+from factq.models import Job, JobError, JobStatus
+from factq.store import Store, Transition
+from factq.tasks.factorial import PREVIEW_DIGITS
+
+router = APIRouter(tags=["compatibility"])
+
+CompatStatus = Literal["processing", "done", "failed", "cancelled"]
+
+COMPAT_STATUS: dict[JobStatus, CompatStatus] = {
+    JobStatus.QUEUED: "processing",
+    JobStatus.RUNNING: "processing",
+    JobStatus.SUCCEEDED: "done",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+DIGITS = re.compile(rb"[0-9]+")
+
+
+class CompatResult(BaseModel):
+    input: int
+    status: CompatStatus
+    output: str = Field(description="The decimal value once done, else empty.")
+
+
+class CompatUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    status: Literal["processing", "done", "failed"]
+    output: str = ""
+
+
+@router.get(
+    "/factorial",
+    response_class=PlainTextResponse,
+    summary="Queue n! (original route)",
+    responses={200: {"content": {"text/plain": {}}, "description": "The new job's id."}},
+)
+async def queue_factorial(
+    store: StoreDep,
+    broker: BrokerDep,
+    registry: RegistryDep,
+    owner: OwnerDep,
+    no: Annotated[str, Query(description="n, a decimal integer.")],
+) -> PlainTextResponse:
+    """Queue factorial(no); the body is the job id."""
+    if not re.fullmatch(r"[0-9]{1,20}", no):
+        raise InvalidRequest(f"no must be a non-negative decimal integer, not {no[:40]!r}")
+    try:
+        job = validate_request(JobRequest(task="factorial", input={"n": int(no)}), registry, owner)
+    except InvalidInput as exc:
+        raise InvalidRequest(exc.message.replace("input.n", "no"), details=exc.details) from None
+    [created] = await enqueue(store, broker, [job])
+    return PlainTextResponse(created.id)
+
+
+@router.get(
+    "/factorial/result",
+    response_model=CompatResult,
+    summary="A factorial job's state and value (original route)",
+)
+async def factorial_result(
+    store: StoreDep, owner: OwnerDep, id: Annotated[str, Query(description="The job id.")]
+) -> JSONResponse | StreamingResponse:
+    """`{"input", "status", "output"}`, the decimal value streamed once done."""
+    job = await store.get_job(checked_job_id(id), owner)
+    if job.task != "factorial":
+        raise JobNotFound(id)
+    n = int(job.input["n"])
+    status = COMPAT_STATUS[job.status]
+    if status != "done":
+        return JSONResponse({"input": n, "status": status, "output": ""})
+    size = await store.result_size(job.id, "decimal")
+    head = f'{{"input":{n},"status":"done","output":"'.encode()
+    return StreamingResponse(
+        _framed(head, store.iter_result(job.id, "decimal", size), b'"}'),
+        media_type="application/json",
+        headers={"Content-Length": str(len(head) + size + 2)},
+    )
+
+
+@router.post(
+    "/factorial/update",
+    summary="Set a job's outcome (internal, worker token)",
+    dependencies=[Depends(require_worker)],
+    responses={403: {"description": "No or wrong worker token, or none configured."}},
+)
+async def update_factorial(body: CompatUpdate, store: StoreDep) -> CompatResult:
+    """Mark a job processing, done with its decimal output, or failed."""
+    job_id = checked_job_id(body.id)
+    job = await store.get_job(job_id)
+    if job.task != "factorial":
+        raise JobNotFound(job_id)
+    transition = await _apply_update(store, job, body)
+    if transition.outcome == "terminal":
+        raise AlreadyFinished(f"job {job_id} is already {job.status}")
+    updated = transition.job or await store.get_job(job_id)
+    return CompatResult(
+        input=int(updated.input["n"]), status=COMPAT_STATUS[updated.status], output=""
+    )
+
+
+async def _apply_update(store: Store, job: Job, update: CompatUpdate) -> Transition:
+    if update.status == "processing":
+        return await store.mark_running(job.id)
+    if update.status == "failed":
+        return await store.mark_failed(
+            job.id, JobError(type="task_error", message=update.output or "failed")
+        )
+    output = update.output.encode("ascii", errors="replace")
+    if not DIGITS.fullmatch(output):
+        raise InvalidInput("output must be the decimal digits of the value")
+    if job.status is JobStatus.QUEUED:
+        await store.mark_running(job.id)
+    # The conversion to hexadecimal is big-number work: keep it off the loop.
+    hexadecimal = await asyncio.to_thread(_to_hex, output)
+    summary = {
+        "digits": len(output),
+        "head": output[:PREVIEW_DIGITS].decode(),
+        "tail": output[-PREVIEW_DIGITS:].decode(),
+    }
+    return await store.mark_succeeded(job.id, summary, {"decimal": output, "hex": hexadecimal})
+
+
+def _to_hex(decimal: bytes) -> bytes:
+    hexadecimal: str = gmpy2.mpz(decimal.decode("ascii")).digits(16)
+    return hexadecimal.encode("ascii")
+
+
+async def _framed(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in body:
+        yield chunk
+    yield tail

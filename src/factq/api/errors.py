@@ -1,0 +1,111 @@
+"""Every error becomes `{"error": {"type", "message"}}` here, and only here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from factq import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS_CODES: dict[type[errors.FactqError], int] = {
+    errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.JobNotFound: 404,
+    errors.JobStateConflict: 409,
+    errors.InvalidInput: 422,
+    errors.UnknownTask: 422,
+    errors.BackendUnavailable: 503,
+    errors.QueueFull: 503,
+}
+
+HTTP_ERROR_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status_code: int,
+    error_type: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": error_type, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status_code, headers=headers)
+
+
+def status_code_for(exc: errors.FactqError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500
+
+
+async def _factq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.FactqError)
+    status_code = status_code_for(exc)
+    headers = None
+    if isinstance(exc, errors.BackendUnavailable | errors.QueueFull):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, errors.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    if status_code >= 500:
+        logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
+    return error_response(status_code, exc.type, exc.message, details=exc.details, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [_detail(error) for error in exc.errors()]
+    in_body = all(error["loc"][:1] == ("body",) for error in exc.errors())
+    first = details[0]
+    message = f"{first['loc']}: {first['message']}" if first["loc"] else first["message"]
+    if in_body:
+        return error_response(422, "invalid_input", message, details=details)
+    return error_response(400, "invalid_request", message, details=details)
+
+
+def _detail(error: Any) -> dict[str, Any]:
+    loc = [str(part) for part in error["loc"]]
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    if error["type"] == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "cannot parse")
+        return {"loc": "", "message": f"malformed JSON at character {loc[-1]}: {reason}"}
+    return {"loc": ".".join(loc), "message": error["msg"]}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, error_type, str(exc.detail), headers=headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error; the server log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.FactqError, _factq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,161 @@
+"""The /v1 job routes: submit, read, download, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from factq.api.deps import (
+    BrokerDep,
+    OwnerDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+    checked_job_id,
+)
+from factq.api.submission import BatchRequest, JobRequest, enqueue, validate_batch, validate_request
+from factq.errors import InvalidInput, InvalidRequest, JobCancelled, JobFailed, NotFinished
+from factq.models import Job, JobStatus
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+JobId = Annotated[str, Path(description="The job's id, as returned on submission.")]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": text,
+        "content": {"application/json": {"example": {"error": {"type": kind, "message": "..."}}}},
+    }
+    for code, kind, text in [
+        (404, "not_found", "No such job."),
+        (503, "unavailable", "Redis or RabbitMQ is down; retry after Retry-After seconds."),
+    ]
+}
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    summary="Submit a job",
+    responses={422: {"description": "Invalid input or unknown task."}, **ERROR_RESPONSES},
+)
+async def submit_job(
+    body: JobRequest,
+    response: Response,
+    store: StoreDep,
+    broker: BrokerDep,
+    registry: RegistryDep,
+    owner: OwnerDep,
+) -> Job:
+    """Queue one job; the answer comes at once with the job's id and `Location`."""
+    [job] = await enqueue(store, broker, [validate_request(body, registry, owner)])
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.post(
+    "/jobs/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobList,
+    summary="Submit many jobs, all or none",
+    responses={422: {"description": "One or more items are invalid."}, **ERROR_RESPONSES},
+)
+async def submit_batch(
+    body: BatchRequest,
+    settings: SettingsDep,
+    store: StoreDep,
+    broker: BrokerDep,
+    registry: RegistryDep,
+    owner: OwnerDep,
+) -> JobList:
+    """Queue up to `FACTQ_MAX_BATCH` jobs; one bad item rejects the batch, naming its index."""
+    if not body.jobs:
+        raise InvalidInput("a batch needs at least one job")
+    if len(body.jobs) > settings.max_batch:
+        raise InvalidInput(f"a batch holds at most {settings.max_batch} jobs, not {len(body.jobs)}")
+    jobs = validate_batch(body.jobs, registry, owner)
+    return JobList(jobs=await enqueue(store, broker, jobs))
+
+
+@router.get(
+    "/jobs/{job_id}", response_model=Job, summary="A job's state", responses=ERROR_RESPONSES
+)
+async def get_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
+    """The job as it is now; poll this, or follow its events."""
+    return await store.get_job(checked_job_id(job_id), owner)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=StreamingResponse,
+    summary="Download a job's full result",
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The value, streamed."},
+        409: {"description": "No result: not_finished, job_failed or job_cancelled."},
+        **ERROR_RESPONSES,
+    },
+)
+async def get_result(
+    job_id: JobId,
+    store: StoreDep,
+    registry: RegistryDep,
+    owner: OwnerDep,
+    format_name: Annotated[
+        str | None, Query(alias="format", description="A result format of the task, e.g. `hex`.")
+    ] = None,
+) -> StreamingResponse:
+    """The full value, streamed from Redis in chunks: decimal digits, or `?format=hex`."""
+    job = await store.get_job(checked_job_id(job_id), owner)
+    task = registry.get_task(job.task)
+    result_format = task.result_format(format_name)
+    if result_format is None:
+        known = ", ".join(f.name for f in task.formats)
+        raise InvalidRequest(
+            f"unknown format {format_name!r} for task {task.name!r}; use one of: {known}"
+        )
+    require_succeeded(job)
+    size = await store.result_size(job.id, result_format.name)
+    filename = f"{job.task}-{job.id}-{result_format.name}.txt"
+    return StreamingResponse(
+        store.iter_result(job.id, result_format.name, size),
+        media_type=result_format.media_type,
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'inline; filename="{filename}"',
+        },
+    )
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Forget a finished job now",
+    responses={409: {"description": "The job is still queued or running."}, **ERROR_RESPONSES},
+)
+async def delete_job(
+    job_id: JobId, store: StoreDep, registry: RegistryDep, owner: OwnerDep
+) -> Response:
+    """Delete a finished job and its result before their TTL."""
+    job = await store.get_job(checked_job_id(job_id), owner)
+    formats = [f.name for f in registry[job.task].formats] if job.task in registry else []
+    await store.delete_job(job.id, owner, formats)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def require_succeeded(job: Job) -> None:
+    """Raise the contract's 409 for a job that has no result to give."""
+    if job.status is JobStatus.SUCCEEDED:
+        return
+    if job.status is JobStatus.FAILED:
+        raise JobFailed(f"job {job.id} failed; it has no result")
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelled(f"job {job.id} was cancelled; it has no result")
+    raise NotFinished(f"job {job.id} is {job.status}; its result is not ready")

@@ -1,0 +1,101 @@
+"""Turning requests into queued jobs: validate, store, publish, confirm."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from factq.broker import Broker, JobMessage
+from factq.errors import FactqError, InvalidInput
+from factq.models import Job
+from factq.store import NewJob, Store
+from factq.tasks import TaskRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class JobRequest(BaseModel):
+    """A submission: which task, on which input."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"task": "factorial", "input": {"n": 150000}}]},
+    )
+
+    task: str = Field(description="A task name from GET /v1/tasks.", max_length=200)
+    input: dict[str, Any] = Field(description="The task's input, as its input schema says.")
+
+
+class BatchRequest(BaseModel):
+    """Several submissions, accepted all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[Any] = Field(description="Job requests, each like the body of POST /v1/jobs.")
+
+
+def new_job_id() -> str:
+    """128 random bits, as 32 hex digits."""
+    return secrets.token_hex(16)
+
+
+def validate_request(request: JobRequest, registry: TaskRegistry, owner: str) -> NewJob:
+    """A new job for a well-formed request, or `UnknownTask` / `InvalidInput`."""
+    task = registry.get_task(request.task)
+    return NewJob(new_job_id(), task.name, task.validate_input(request.input), owner)
+
+
+def validate_batch(items: Sequence[Any], registry: TaskRegistry, owner: str) -> list[NewJob]:
+    """New jobs for every item, or one `InvalidInput` naming each bad item's index."""
+    jobs: list[NewJob] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            jobs.append(validate_request(JobRequest.model_validate(item), registry, owner))
+        except ValidationError as exc:
+            problems.extend(
+                {"index": index, "loc": ".".join(map(str, error["loc"])), "message": error["msg"]}
+                for error in exc.errors(include_url=False)
+            )
+        except FactqError as exc:
+            for detail in exc.details or [{"loc": "task", "message": exc.message}]:
+                problems.append({"index": index, **detail})
+    if problems:
+        indexes = sorted({problem["index"] for problem in problems})
+        raise InvalidInput(
+            f"{len(indexes)} of {len(items)} jobs are invalid (indexes {_ranges(indexes)}); "
+            "no job was queued",
+            details=problems,
+        )
+    return jobs
+
+
+async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[Job]:
+    """Store the jobs, publish their messages, then make the jobs durable.
+
+    Stored first, with a short TTL, so that a worker never gets a message for
+    a job it cannot find; kept for good only once every publish is confirmed.
+    """
+    created = await store.create_jobs(jobs)
+    try:
+        await broker.publish_jobs(
+            [JobMessage(job_id=job.job_id, task=job.task, input=job.input) for job in jobs]
+        )
+    except BaseException:
+        try:
+            await store.discard_jobs([job.job_id for job in jobs])
+        except FactqError:
+            # Redis is down too: the provisional TTL removes them.
+            logger.warning("could not discard %d unpublished jobs", len(jobs))
+        raise
+    await store.confirm_jobs([job.job_id for job in jobs])
+    return created
+
+
+def _ranges(indexes: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, indexes[:shown]))
+    return text + (", ..." if len(indexes) > shown else "")

@@ -1,0 +1,198 @@
+"""Publishing and consuming jobs on RabbitMQ (aio-pika).
+
+One robust connection per process. The jobs queue is a quorum queue declared
+with every argument it will ever need, because RabbitMQ refuses to change a
+queue's arguments later. aio-pika's errors become factq's here, at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
+from pydantic import BaseModel
+
+from factq.errors import BackendUnavailable, BrokerConfigError, FactqError, QueueFull
+from factq.names import Names
+from factq.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 10.0
+
+MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+class JobMessage(BaseModel):
+    """What a worker needs to run a job; the job's state lives in Redis."""
+
+    job_id: str
+    task: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A running consumer; `cancel` stops deliveries, held messages stay held."""
+
+    queue: AbstractQueue
+    tag: str
+
+    async def cancel(self) -> None:
+        try:
+            await self.queue.cancel(self.tag)
+        except (AMQPError, ChannelInvalidStateError, OSError) as exc:
+            logger.warning("could not cancel consumer on %s: %s", self.queue.name, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int
+    consumers: int
+
+
+def jobs_queue_arguments(settings: Settings) -> dict[str, Any]:
+    """The jobs queue's arguments; changing any needs a new namespace or queue."""
+    names = Names(settings.namespace)
+    return {
+        "x-queue-type": "quorum",
+        # RabbitMQ 3.10 dead-letters a message returned more than this many
+        # times, counting the first delivery out: max_attempts deliveries in all.
+        "x-delivery-limit": settings.max_attempts - 1,
+        "x-dead-letter-exchange": names.dead_letter_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        # at-least-once dead-lettering requires reject-publish overflow.
+        "x-overflow": "reject-publish",
+        "x-max-length": settings.queue_max_length,
+    }
+
+
+class Broker:
+    """The jobs queue and its dead-letter queue, over one robust connection."""
+
+    def __init__(self, connection: AbstractRobustConnection, settings: Settings) -> None:
+        self._connection = connection
+        self._settings = settings
+        self.names = Names(settings.namespace)
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._admin_channel: AbstractRobustChannel | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings, *, name: str = "factq") -> AsyncIterator[Broker]:
+        """Connect (failing fast if RabbitMQ is down), declare the queues, close on exit."""
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.amqp_url.get_secret_value(),
+                client_properties={"connection_name": name},
+                timeout=10,
+            )
+        except (TimeoutError, AMQPError, OSError) as exc:
+            raise BackendUnavailable(f"RabbitMQ is unavailable: {type(exc).__name__}") from exc
+        broker = cls(connection, settings)
+        try:
+            await broker._declare()
+            yield broker
+        finally:
+            await connection.close()
+
+    async def _declare(self) -> None:
+        self._publish_channel = await self._channel(on_return_raises=True)
+        self._admin_channel = await self._channel()
+        channel = self._admin_channel
+        try:
+            dlx = await channel.declare_exchange(
+                self.names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            dead = await channel.declare_queue(
+                self.names.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dead.bind(dlx)
+            await channel.declare_queue(
+                self.names.jobs_queue, durable=True, arguments=jobs_queue_arguments(self._settings)
+            )
+        except ChannelPreconditionFailed as exc:
+            raise BrokerConfigError(
+                f"RabbitMQ already has queue {self.names.jobs_queue!r} with other arguments "
+                f"({exc}). A changed FACTQ_MAX_ATTEMPTS or FACTQ_QUEUE_MAX_LENGTH needs a new "
+                "FACTQ_NAMESPACE, or the old queues deleted once they are empty: "
+                f"rabbitmqctl delete_queue {self.names.jobs_queue}"
+            ) from None
+
+    async def _channel(self, *, on_return_raises: bool = False) -> AbstractRobustChannel:
+        channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=on_return_raises
+        )
+        assert isinstance(channel, AbstractRobustChannel)
+        return channel
+
+    async def publish_jobs(self, messages: Sequence[JobMessage]) -> None:
+        """Publish persistent, mandatory messages and wait for every broker confirm."""
+        assert self._publish_channel is not None
+        exchange = self._publish_channel.default_exchange
+
+        async def publish(message: JobMessage) -> None:
+            await exchange.publish(
+                aio_pika.Message(
+                    message.model_dump_json().encode(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.job_id,
+                ),
+                routing_key=self.names.jobs_queue,
+                mandatory=True,
+                timeout=PUBLISH_TIMEOUT_S,
+            )
+
+        try:
+            await asyncio.gather(*(publish(message) for message in messages))
+        except PublishError as exc:
+            raise FactqError(f"the jobs queue {self.names.jobs_queue!r} does not exist") from exc
+        except DeliveryError as exc:
+            # A nack: with reject-publish overflow, the queue is at its maximum length.
+            raise QueueFull("the job queue is full; try again later") from exc
+        except (TimeoutError, AMQPError, ChannelInvalidStateError, OSError) as exc:
+            raise BackendUnavailable("RabbitMQ is unavailable") from exc
+
+    async def queue_stats(self) -> QueueStats:
+        """Messages waiting in the jobs queue, and consumers on it."""
+        assert self._admin_channel is not None
+        try:
+            queue = await self._admin_channel.declare_queue(self.names.jobs_queue, passive=True)
+        except (TimeoutError, AMQPError, ChannelInvalidStateError, OSError) as exc:
+            raise BackendUnavailable("RabbitMQ is unavailable") from exc
+        result = queue.declaration_result
+        return QueueStats(depth=result.message_count or 0, consumers=result.consumer_count or 0)
+
+    async def consume_jobs(self, handler: MessageHandler, *, prefetch: int) -> Consumer:
+        """Deliver jobs to handler, at most prefetch unacknowledged at once."""
+        return await self._consume(self.names.jobs_queue, handler, prefetch)
+
+    async def consume_dead_letters(self, handler: MessageHandler) -> Consumer:
+        """Deliver jobs that reached the delivery limit."""
+        return await self._consume(self.names.dead_letter_queue, handler, 1)
+
+    async def _consume(self, queue_name: str, handler: MessageHandler, prefetch: int) -> Consumer:
+        channel = await self._channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(queue_name, passive=True)
+        tag = await queue.consume(handler, no_ack=False)
+        return Consumer(queue, tag)

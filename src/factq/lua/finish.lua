@@ -1,0 +1,29 @@
+-- The job ends: succeeded (with its result), or failed. Written once: a
+-- finished job is never changed again, however often its message comes back.
+-- A cancel asked before this ran wins: the job ends cancelled, without result.
+-- KEYS[3..]: the result keys, one per format, in the order of ARGV[5..].
+-- ARGV: channel, result_ttl, status, summary or error JSON, result values...
+-- Returns {outcome, job fields}: outcome 'finished', 'terminal' or 'missing'.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', {}} end
+if TERMINAL[status] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
+local target = ARGV[3]
+if target == 'succeeded' and status ~= 'running' then
+  return redis.error_reply('a ' .. status .. ' job cannot succeed')
+end
+local ttl = tonumber(ARGV[2])
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  target = 'cancelled'
+end
+if target == 'succeeded' then
+  for i = 3, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
+  end
+  redis.call('HSET', KEYS[1], 'result', ARGV[4])
+elseif target == 'failed' then
+  redis.call('HSET', KEYS[1], 'error', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'status', target, 'finished_at', now())
+local flat = emit(ARGV[1])
+keep(ttl)
+return {'finished', flat}

@@ -1,0 +1,38 @@
+-- Shared by every state-change script (prepended when the script is loaded).
+-- KEYS[1] is the job's hash and KEYS[2] its event stream in every script.
+
+local TERMINAL = {succeeded = true, failed = true, cancelled = true}
+
+-- The server's clock, so that every process stamps times from one source.
+local function now()
+  local t = redis.call('TIME')
+  return string.format('%d.%06d', t[1], t[2])
+end
+
+local function job_map(flat)
+  local map = {}
+  for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
+  return map
+end
+
+-- Keep the job and its event log for ttl seconds, or for as long as it is
+-- live when ttl is 0.
+local function keep(ttl)
+  for i = 1, 2 do
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+  end
+end
+
+-- Count the change, append the job's new state to its event log and publish
+-- it: the write and its event happen together or not at all.
+local function emit(channel)
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  local flat = redis.call('HGETALL', KEYS[1])
+  local job = job_map(flat)
+  job['owner'] = nil
+  local encoded = cjson.encode(job)
+  redis.call('XADD', KEYS[2], seq .. '-0', 'job', encoded)
+  redis.call('PUBLISH', channel,
+    '{"job_id":' .. cjson.encode(job['id']) .. ',"seq":' .. seq .. ',"job":' .. encoded .. '}')
+  return flat
+end

@@ -1,0 +1,20 @@
+-- A worker begins (or, after a lost worker, begins again) to run the job.
+-- Returns {outcome, job fields}: outcome 'started', 'terminal' (nothing to
+-- do), 'cancelled' (a cancel was asked while it was held) or 'missing'.
+-- ARGV: channel, result_ttl
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', {}} end
+if TERMINAL[status] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
+local at = now()
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', at)
+  local flat = emit(ARGV[1])
+  keep(tonumber(ARGV[2]))
+  return {'cancelled', flat}
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', at)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HDEL', KEYS[1], 'progress', 'lost')
+local flat = emit(ARGV[1])
+keep(0)
+return {'started', flat}

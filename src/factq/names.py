@@ -1,0 +1,52 @@
+"""Every Redis key and AMQP name factq uses, derived from the namespace.
+
+One job's keys share the `{job_id}` hash tag, so that on Redis Cluster each
+state-change script touches a single slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names for one deployment (or one test run), from `FACTQ_NAMESPACE`."""
+
+    namespace: str
+
+    # Redis.
+    def job(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.namespace}:events:{{{job_id}}}"
+
+    def result(self, job_id: str, fmt: str) -> str:
+        return f"{self.namespace}:result:{{{job_id}}}:{fmt}"
+
+    @property
+    def events_channel(self) -> str:
+        return f"{self.namespace}:events"
+
+    @property
+    def control_channel(self) -> str:
+        return f"{self.namespace}:control"
+
+    @property
+    def redis_pattern(self) -> str:
+        """Glob matching every Redis key of this namespace."""
+        return f"{self.namespace}:*"
+
+    # RabbitMQ.
+    @property
+    def jobs_queue(self) -> str:
+        return f"{self.namespace}.jobs"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.jobs.dead"

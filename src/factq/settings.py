@@ -1,0 +1,60 @@
+"""All of factq's configuration: one frozen object, read from `FACTQ_*` variables."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Settings shared by the API and the worker; build once, pass down."""
+
+    model_config = SettingsConfigDict(env_prefix="FACTQ_", frozen=True, extra="ignore")
+
+    # Backing services.
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    namespace: str = Field("factq", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Tasks and their limits.
+    max_n: int = Field(1_000_000, ge=0)
+    max_batch: int = Field(1_000, ge=1)
+    task_modules: str = ""
+
+    # Job lifetime.
+    max_attempts: int = Field(5, ge=1, le=1000)
+    result_ttl_s: int = Field(86_400, ge=1)
+    provisional_ttl_s: int = Field(300, ge=1)
+    job_timeout_s: float = Field(300.0, gt=0)
+    broker_consumer_timeout_s: float = Field(1_800.0, gt=0)
+    queue_max_length: int = Field(100_000, ge=1)
+
+    # Credentials.
+    worker_token: SecretStr = SecretStr("")
+
+    # Processes.
+    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    log_level: LogLevel = "info"
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        # The broker takes back a message whose consumer holds it past its
+        # consumer timeout; a job allowed to run longer would be run twice.
+        if self.job_timeout_s >= self.broker_consumer_timeout_s:
+            raise ValueError(
+                f"job_timeout_s ({self.job_timeout_s:g}) must be below "
+                f"broker_consumer_timeout_s ({self.broker_consumer_timeout_s:g}); "
+                "raise the broker's consumer_timeout first, then FACTQ_BROKER_CONSUMER_TIMEOUT_S"
+            )
+        return self
+
+    @property
+    def task_module_names(self) -> list[str]:
+        """Extra modules that define tasks, from the comma-separated `task_modules`."""
+        return [name.strip() for name in self.task_modules.split(",") if name.strip()]

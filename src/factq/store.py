@@ -1,0 +1,273 @@
+"""Job state and results in Redis.
+
+Every change of a job's state is one Lua script (see `factq/lua/`): it checks
+that the move is forward, writes the hash, counts the change, appends the
+event to the job's stream and publishes it, all at once. Redis errors become
+`BackendUnavailable` here, at the edge.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from factq.errors import BackendUnavailable, FactqError, JobNotFound, NotFinished
+from factq.models import Job, JobError, JobStatus
+from factq.names import Names
+from factq.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RESULT_CHUNK_BYTES = 64 * 1024
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StartOutcome(StrEnum):
+    """What `Store.mark_running` found."""
+
+    STARTED = "started"
+    TERMINAL = "terminal"
+    CANCELLED = "cancelled"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated submission, before it is stored."""
+
+    job_id: str
+    task: str
+    input: dict[str, Any]
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The result of a state-change script: what happened, and the job after it."""
+
+    outcome: str
+    job: Job | None
+
+
+@cache
+def _lua(name: str) -> str:
+    package = resources.files("factq") / "lua"
+    return (package / "prelude.lua").read_text() + "\n" + (package / f"{name}.lua").read_text()
+
+
+def _backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn redis-py's connection errors into `BackendUnavailable`."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+
+    return wrapper
+
+
+def _fields(flat: Sequence[bytes]) -> dict[str, str]:
+    """A hash as HGETALL returns it inside a script: a flat list of keys and values."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Store:
+    """Jobs, their event logs and their results, in one Redis database."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._settings = settings
+        self.names = Names(settings.namespace)
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_lua(name))
+            for name in ("create", "confirm", "start", "finish", "delete", "lost")
+        }
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Store]:
+        """A store with its own connection pool, closed on exit."""
+        client = redis.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=15,
+        )
+        try:
+            yield cls(client, settings)
+        finally:
+            await client.aclose()
+
+    @_backend_errors
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    # Jobs.
+
+    @_backend_errors
+    async def create_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Store new queued jobs, with the provisional TTL, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                await self._scripts["create"](
+                    keys=self._job_keys(job.job_id),
+                    args=[
+                        self.names.events_channel,
+                        self._settings.provisional_ttl_s,
+                        job.job_id,
+                        job.task,
+                        json.dumps(job.input, separators=(",", ":")),
+                        job.owner,
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        created: list[Job] = []
+        for job, flat in zip(jobs, replies, strict=True):
+            if flat is None:
+                raise FactqError(f"job id {job.job_id} is already taken")
+            created.append(Job.from_fields(_fields(flat)))
+        return created
+
+    @_backend_errors
+    async def confirm_jobs(self, job_ids: Sequence[str]) -> None:
+        """The jobs' messages are in the queue: keep the jobs while they are live."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                await self._scripts["confirm"](keys=self._job_keys(job_id), client=pipe)
+            await pipe.execute()
+
+    @_backend_errors
+    async def get_job(self, job_id: str, owner: str | None = None) -> Job:
+        """The job, or `JobNotFound`; with an owner, another owner's job is not found."""
+        return Job.from_fields(await self._get_fields(job_id, owner))
+
+    @_backend_errors
+    async def mark_running(self, job_id: str) -> Transition:
+        """Start an attempt: queued (or running, after a lost worker) -> running."""
+        outcome, flat = await self._scripts["start"](
+            keys=self._job_keys(job_id),
+            args=[self.names.events_channel, self._settings.result_ttl_s],
+        )
+        return self._transition(outcome, flat)
+
+    @_backend_errors
+    async def mark_succeeded(
+        self, job_id: str, summary: dict[str, Any], results: dict[str, bytes]
+    ) -> Transition:
+        """Store the result and end the job, once; a cancel asked meanwhile wins."""
+        fmts = list(results)
+        outcome, flat = await self._scripts["finish"](
+            keys=[*self._job_keys(job_id), *(self.names.result(job_id, fmt) for fmt in fmts)],
+            args=[
+                self.names.events_channel,
+                self._settings.result_ttl_s,
+                JobStatus.SUCCEEDED.value,
+                json.dumps(summary, separators=(",", ":")),
+                *(results[fmt] for fmt in fmts),
+            ],
+        )
+        return self._transition(outcome, flat)
+
+    @_backend_errors
+    async def mark_failed(self, job_id: str, error: JobError) -> Transition:
+        """End the job as failed, once."""
+        outcome, flat = await self._scripts["finish"](
+            keys=self._job_keys(job_id),
+            args=[
+                self.names.events_channel,
+                self._settings.result_ttl_s,
+                JobStatus.FAILED.value,
+                error.model_dump_json(),
+            ],
+        )
+        return self._transition(outcome, flat)
+
+    @_backend_errors
+    async def note_lost_attempt(self, job_id: str) -> None:
+        """The running attempt's pool process died (read back by `was_last_attempt_lost`)."""
+        await self._scripts["lost"](keys=self._job_keys(job_id))
+
+    @_backend_errors
+    async def was_last_attempt_lost(self, job_id: str) -> bool:
+        return await self._redis.hget(self.names.job(job_id), "lost") == b"1"
+
+    @_backend_errors
+    async def discard_jobs(self, job_ids: Sequence[str]) -> None:
+        """Remove jobs whose publish failed; a message that got out finds no job and is dropped."""
+        keys = [key for job_id in job_ids for key in self._job_keys(job_id)]
+        if keys:
+            await self._redis.delete(*keys)
+
+    @_backend_errors
+    async def delete_job(self, job_id: str, owner: str, result_formats: Sequence[str]) -> None:
+        """Forget a finished job and its results now."""
+        outcome = await self._scripts["delete"](
+            keys=[*self._job_keys(job_id), *(self.names.result(job_id, f) for f in result_formats)],
+            args=[owner],
+        )
+        if outcome == b"missing":
+            raise JobNotFound(job_id)
+        if outcome != b"deleted":
+            raise NotFinished(
+                f"job {job_id} is {outcome.decode()}; only a finished job can be deleted"
+            )
+
+    # Results.
+
+    @_backend_errors
+    async def result_size(self, job_id: str, fmt: str) -> int:
+        size: int = await self._redis.strlen(self.names.result(job_id, fmt))
+        return size
+
+    async def iter_result(
+        self, job_id: str, fmt: str, size: int, chunk_bytes: int = RESULT_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """The stored result in chunks, so that no process holds it whole."""
+        key = self.names.result(job_id, fmt)
+        for start in range(0, size, chunk_bytes):
+            try:
+                chunk = await self._redis.getrange(key, start, start + chunk_bytes - 1)
+            except RedisError as exc:
+                raise BackendUnavailable("Redis is unavailable") from exc
+            if not chunk:
+                return
+            yield chunk if isinstance(chunk, bytes) else chunk.encode()
+
+    # Helpers.
+
+    def _job_keys(self, job_id: str) -> list[str]:
+        return [self.names.job(job_id), self.names.events(job_id)]
+
+    async def _get_fields(self, job_id: str, owner: str | None) -> dict[str, str]:
+        raw = await self._redis.hgetall(self.names.job(job_id))
+        fields = {_text(key): _text(value) for key, value in raw.items()}
+        if not fields or (owner is not None and fields.get("owner") != owner):
+            raise JobNotFound(job_id)
+        return fields
+
+    @staticmethod
+    def _transition(outcome: bytes, flat: Sequence[bytes]) -> Transition:
+        return Transition(outcome.decode(), Job.from_fields(_fields(flat)) if flat else None)

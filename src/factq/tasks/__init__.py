@@ -1,0 +1,129 @@
+"""The task registry: what factq can run, with each task's input model and limits.
+
+A task is a name, a pydantic model of its input, and a pure top-level function
+that the worker runs in its process pool (so it must be picklable and must do
+no I/O). A module adds tasks by defining `factq_tasks(settings)`, which returns
+them; list such modules in `FACTQ_TASK_MODULES`. The built-in
+`factq.tasks.factorial` is always loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from factq.errors import FactqError, InvalidInput, UnknownTask
+from factq.settings import Settings
+
+BUILTIN_MODULES = ("factq.tasks.factorial",)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """What a task returns: a small JSON summary, and the full value in each format."""
+
+    summary: dict[str, Any]
+    formats: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFormat:
+    """One way the full result can be downloaded (`?format=name`)."""
+
+    name: str
+    media_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A computation factq can run."""
+
+    name: str
+    description: str
+    function: Callable[..., TaskOutput]
+    input_model: type[BaseModel]
+    formats: tuple[ResultFormat, ...]
+    limits: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.formats:
+            raise ValueError(f"task {self.name!r} declares no result format")
+
+    @property
+    def default_format(self) -> ResultFormat:
+        return self.formats[0]
+
+    def result_format(self, name: str | None) -> ResultFormat | None:
+        """The named format, the default one for None, or None when unknown."""
+        if name is None:
+            return self.default_format
+        return next((fmt for fmt in self.formats if fmt.name == name), None)
+
+    def validate_input(self, raw: Any) -> dict[str, Any]:
+        """The input as the task will get it, or `InvalidInput` naming each problem."""
+        try:
+            model = self.input_model.model_validate(raw, strict=True)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid input for task {self.name!r}: {_first_message(exc)}",
+                details=[
+                    {
+                        "loc": ".".join(["input", *map(str, error["loc"])]),
+                        "message": error["msg"],
+                    }
+                    for error in exc.errors(include_url=False)
+                ],
+            ) from None
+        return model.model_dump(mode="json")
+
+
+class TaskRegistry(Mapping[str, Task]):
+    """The tasks of one deployment, by name."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self._tasks: dict[str, Task] = {}
+        for task in tasks:
+            if task.name in self._tasks:
+                raise ValueError(f"task {task.name!r} is registered twice")
+            self._tasks[task.name] = task
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TaskRegistry:
+        """The built-in tasks plus those of every module in `FACTQ_TASK_MODULES`."""
+        tasks: list[Task] = []
+        for module_name in (*BUILTIN_MODULES, *settings.task_module_names):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise FactqError(f"cannot import task module {module_name!r}: {exc}") from exc
+            provider = getattr(module, "factq_tasks", None)
+            if provider is None:
+                raise FactqError(f"task module {module_name!r} defines no factq_tasks(settings)")
+            tasks.extend(provider(settings))
+        return cls(tasks)
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks))
+            raise UnknownTask(f"unknown task {name!r}; this deployment runs: {known}") from None
+
+    def __getitem__(self, name: str) -> Task:
+        return self._tasks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def _first_message(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
