@@ -1,0 +1,37 @@
+# The two commands: `make run` (the service) and `make test` (everything CI checks).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint services install bench clean
+
+run: install services  ## API and a worker on http://$(HOST):$(PORT)
+	$(BIN)/factq dev --host $(HOST) --port $(PORT)
+
+test: install services  ## lint, type-check, the test suite, and the compose file
+	bash scripts/test.sh
+
+bench: install services  ## speed figures, as a table
+	$(BIN)/python bench/pipeline.py
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+services:
+	bash scripts/services.sh
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,91 @@
+"""Fixtures: each test gets its own namespace on the real local Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from factq.api import create_app
+from factq.broker import Broker
+from factq.settings import Settings
+from factq.store import Store
+from factq.worker import Worker
+from tests.support.backends import delete_namespace
+
+TEST_TASKS = "tests.support.tasks"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "namespace": f"test-{uuid4().hex[:12]}",
+        "task_modules": TEST_TASKS,
+        "concurrency": 2,
+        "shutdown_grace_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    return make_settings
+
+
+@pytest.fixture
+async def settings() -> AsyncIterator[Settings]:
+    settings = make_settings()
+    yield settings
+    await delete_namespace(settings)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    async with Store.open(settings) as store:
+        yield store
+
+
+@pytest.fixture
+async def broker(settings: Settings) -> AsyncIterator[Broker]:
+    async with Broker.open(settings, name="factq-test") as broker:
+        yield broker
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with its lifespan entered, over ASGI (no worker)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        transport = httpx.ASGITransport(app=_with_state(app, state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://factq.test") as client:
+            yield client
+
+
+def _with_state(app: Any, state: dict[str, Any]) -> Any:
+    """Pass the lifespan state into each request, as a server does."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["state"] = dict(state)
+        await app(scope, receive, send)
+
+    return asgi
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker consuming the test's namespace in this event loop."""
+    async with Worker(settings) as worker:
+        task = asyncio.create_task(worker.run())
+        yield worker
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def execution_log(tmp_path: Path) -> str:
+    return str(tmp_path / "executions.log")

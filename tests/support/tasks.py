@@ -1,0 +1,65 @@
+"""Tasks for tests only, loaded through FACTQ_TASK_MODULES=tests.support.tasks.
+
+`record` appends one line per execution to a log file named in its input, so
+a test can count how often a job was really computed, not only completed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from factq.settings import Settings
+from factq.tasks import ResultFormat, Task, TaskOutput
+
+
+class RecordInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str = Field(max_length=100)
+    log: str
+    sleep_s: float = Field(0.0, ge=0, le=60)
+
+
+def record(tag: str, log: str, sleep_s: float = 0.0) -> TaskOutput:
+    with open(log, "a") as file:
+        file.write(f"{tag} {os.getpid()}\n")
+    time.sleep(sleep_s)
+    return TaskOutput(summary={"tag": tag}, formats={"text": tag.encode()})
+
+
+class FailInput(BaseModel):
+    message: str
+
+
+def fail(message: str) -> TaskOutput:
+    raise ValueError(message)
+
+
+def factq_tasks(settings: Settings) -> list[Task]:
+    return [
+        Task(
+            name="record",
+            description="Log one line per execution, sleep, return the tag.",
+            function=record,
+            input_model=RecordInput,
+            formats=(ResultFormat("text"),),
+        ),
+        Task(
+            name="fail",
+            description="Raise ValueError(message).",
+            function=fail,
+            input_model=FailInput,
+            formats=(ResultFormat("text"),),
+        ),
+    ]
+
+
+def executions(log: str) -> list[tuple[str, int]]:
+    """(tag, pid) for every execution recorded in log."""
+    if not os.path.exists(log):
+        return []
+    with open(log) as file:
+        return [(tag, int(pid)) for tag, pid in (line.split() for line in file)]

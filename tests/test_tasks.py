@@ -1,0 +1,97 @@
+"""The task registry and the factorial task, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gmpy2
+import pytest
+
+from factq.errors import FactqError, InvalidInput, UnknownTask
+from factq.settings import Settings
+from factq.tasks import TaskRegistry
+from factq.tasks.factorial import factorial
+
+
+@pytest.fixture
+def registry() -> TaskRegistry:
+    return TaskRegistry.from_settings(Settings(namespace="unit"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 25, 1000, 150_000])
+def test_factorial_is_exact_in_both_formats(n: int) -> None:
+    output = factorial(n)
+    expected = gmpy2.fac(n)
+    assert output.formats["decimal"] == expected.digits(10).encode()
+    assert gmpy2.mpz(output.formats["hex"].decode(), 16) == expected
+    digits = expected.digits(10)
+    assert output.summary == {"digits": len(digits), "head": digits[:32], "tail": digits[-32:]}
+
+
+def test_factorial_150000_has_711273_digits() -> None:
+    assert factorial(150_000).summary["digits"] == 711_273
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"n": -1},
+        {"n": 1.5},
+        {"n": 1.0},
+        {"n": "abc"},
+        {"n": "150000"},
+        {"n": True},
+        {"n": 10**9},
+        {"n": None},
+        {},
+        {"n": 5, "extra": 1},
+        [5],
+        "n=5",
+    ],
+)
+def test_factorial_rejects_bad_input(registry: TaskRegistry, raw: Any) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        registry.get_task("factorial").validate_input(raw)
+    assert caught.value.details
+    assert all(detail["loc"].startswith("input") for detail in caught.value.details)
+
+
+@pytest.mark.parametrize("n", [0, 150_000, 1_000_000])
+def test_factorial_accepts_integers_within_the_limit(registry: TaskRegistry, n: int) -> None:
+    assert registry.get_task("factorial").validate_input({"n": n}) == {"n": n}
+
+
+def test_max_n_is_a_setting() -> None:
+    registry = TaskRegistry.from_settings(Settings(namespace="unit", max_n=100))
+    task = registry.get_task("factorial")
+    assert task.validate_input({"n": 100}) == {"n": 100}
+    with pytest.raises(InvalidInput, match="less than or equal to 100"):
+        task.validate_input({"n": 101})
+    assert task.input_model.model_json_schema()["properties"]["n"]["maximum"] == 100
+    assert task.limits == {"max_n": 100}
+
+
+def test_unknown_task_names_the_known_ones(registry: TaskRegistry) -> None:
+    with pytest.raises(UnknownTask, match="factorial"):
+        registry.get_task("fibonacci")
+
+
+def test_task_modules_add_tasks() -> None:
+    registry = TaskRegistry.from_settings(
+        Settings(namespace="unit", task_modules=" tests.support.tasks , ")
+    )
+    assert set(registry) == {"factorial", "record", "fail"}
+
+
+@pytest.mark.parametrize("module", ["no.such.module", "factq.names"])
+def test_a_bad_task_module_is_a_clear_error(module: str) -> None:
+    with pytest.raises(FactqError, match=module):
+        TaskRegistry.from_settings(Settings(namespace="unit", task_modules=module))
+
+
+def test_result_formats(registry: TaskRegistry) -> None:
+    task = registry.get_task("factorial")
+    assert task.default_format.name == "decimal"
+    assert task.result_format(None) == task.default_format
+    assert task.result_format("hex") is not None
+    assert task.result_format("octal") is None
