@@ -27,8 +27,12 @@ WORKDIR /src
 # (pyproject.toml names it; a missing one is only a setuptools warning).
 COPY pyproject.toml README.md* ./
 COPY src ./src
+# Smoke test: the entry point runs, gmpy2 came as a working wheel, and the
+# Lua scripts (package data) were installed.
 RUN /opt/venv/bin/pip install --no-cache-dir . \
-    && /opt/venv/bin/factq --help > /dev/null
+    && /opt/venv/bin/factq --help > /dev/null \
+    && /opt/venv/bin/python -c "import gmpy2, importlib.resources as r; \
+assert r.files('factq').joinpath('lua/prelude.lua').is_file()"
 
 # ---- runtime: the venv, a non-root user, nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -47,7 +51,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-USER factq
+# Numeric, so Kubernetes' runAsNonRoot can verify it; it is the `factq` user.
+USER 10001:10001
 WORKDIR /home/factq
 
 EXPOSE 8000

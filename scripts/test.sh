@@ -11,7 +11,7 @@ echo "== mypy"
 $bin/mypy
 echo "== compose file"
 if ! command -v docker-compose >/dev/null && [[ $(id -u) == 0 && -f /etc/debian_version ]]; then
-  apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null
+  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 fi
 if command -v docker-compose >/dev/null; then
   docker-compose -f compose.yaml config -q && echo "compose.yaml is valid"

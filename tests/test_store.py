@@ -190,7 +190,9 @@ async def test_concurrent_completions_store_one_outcome(store: Store, raw) -> No
     assert sorted(o.outcome for o in outcomes).count("finished") == 1
     job = await store.get_job(job_id)
     assert job.result is not None
-    assert await raw.get(store.names.result(job_id, "decimal")) == str(job.result["digits"]).encode()
+    assert (
+        await raw.get(store.names.result(job_id, "decimal")) == str(job.result["digits"]).encode()
+    )
 
 
 async def test_the_lost_flag_belongs_to_the_last_attempt(store: Store) -> None:

@@ -176,10 +176,12 @@ class Broker:
         """Messages waiting in the jobs queue, and consumers on it."""
         assert self._admin_channel is not None
         try:
-            queue = await self._admin_channel.declare_queue(self.names.jobs_queue, passive=True)
+            # The raw channel: aio-pika's robust channel caches a declared
+            # queue together with the counts of its first declaration.
+            channel = await self._admin_channel.get_underlay_channel()
+            result = await channel.queue_declare(self.names.jobs_queue, passive=True)
         except (TimeoutError, AMQPError, ChannelInvalidStateError, OSError) as exc:
             raise BackendUnavailable("RabbitMQ is unavailable") from exc
-        result = queue.declaration_result
         return QueueStats(depth=result.message_count or 0, consumers=result.consumer_count or 0)
 
     async def consume_jobs(self, handler: MessageHandler, *, prefetch: int) -> Consumer:

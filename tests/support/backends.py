@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import aio_pika
 import redis.asyncio as redis
 from aio_pika.exceptions import AMQPError
@@ -22,17 +24,14 @@ async def delete_namespace(settings: Settings) -> None:
         await client.aclose()
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
+        # A failed delete closes its channel, so each gets a fresh one.
         for queue in (names.jobs_queue, names.dead_letter_queue):
             channel = await connection.channel()
-            try:
+            with contextlib.suppress(AMQPError):
                 await channel.queue_delete(queue)
-            except AMQPError:
-                pass
         channel = await connection.channel()
-        try:
+        with contextlib.suppress(AMQPError):
             await channel.exchange_delete(names.dead_letter_exchange)
-        except AMQPError:
-            pass
 
 
 async def queue_depth(settings: Settings) -> int:
