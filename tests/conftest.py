@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -56,14 +57,20 @@ async def broker(settings: Settings) -> AsyncIterator[Broker]:
         yield broker
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its lifespan entered, over ASGI (no worker)."""
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with its lifespan entered, over ASGI."""
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=_with_state(app, state))
+        transport = httpx.ASGITransport(app=_with_state(app, dict(state or {})))
         async with httpx.AsyncClient(transport=transport, base_url="http://factq.test") as client:
             yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(settings) as client:
+        yield client
 
 
 def _with_state(app: Any, state: dict[str, Any]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -33,7 +34,8 @@ async def queued(store: Store, owner: str = "") -> str:
 
 
 async def events(raw: redis.Redis, store: Store, job_id: str) -> list[tuple[int, str]]:
-    entries = await raw.xrange(store.names.events(job_id))
+    """(seq, status) of each event in the job's stream, whose entry ids are seq-0."""
+    entries: Any = await raw.xrange(store.names.events(job_id))
     return [
         (int(entry_id.split(b"-")[0]), json.loads(fields[b"job"])["status"])
         for entry_id, fields in entries

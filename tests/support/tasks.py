@@ -38,6 +38,17 @@ def fail(message: str) -> TaskOutput:
     raise ValueError(message)
 
 
+class CrashInput(BaseModel):
+    log: str
+
+
+def crash(log: str) -> TaskOutput:
+    """Die the way a segfault or the OOM killer ends a pool process."""
+    with open(log, "a") as file:
+        file.write(f"crash {os.getpid()}\n")
+    os._exit(1)
+
+
 def factq_tasks(settings: Settings) -> list[Task]:
     return [
         Task(
@@ -45,6 +56,13 @@ def factq_tasks(settings: Settings) -> list[Task]:
             description="Log one line per execution, sleep, return the tag.",
             function=record,
             input_model=RecordInput,
+            formats=(ResultFormat("text"),),
+        ),
+        Task(
+            name="crash",
+            description="End its own pool process.",
+            function=crash,
+            input_model=CrashInput,
             formats=(ResultFormat("text"),),
         ),
         Task(

@@ -1,0 +1,146 @@
+"""The worker on the real RabbitMQ and Redis: consume, run in the pool, store, then ack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import gmpy2
+import httpx
+import pytest
+
+from factq.broker import Broker, JobMessage
+from factq.settings import Settings
+from factq.worker import Worker
+from tests.conftest import api_client
+from tests.support.backends import delete_namespace, queue_depth
+from tests.support.tasks import executions
+from tests.support.waiting import until, wait_for_job, wait_for_jobs
+
+
+async def submit(client: httpx.AsyncClient, task: str, **inputs: Any) -> str:
+    response = await client.post("/v1/jobs", json={"task": task, "input": inputs})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_factorial_job_succeeds_with_the_exact_value(client: httpx.AsyncClient) -> None:
+    job_id = await submit(client, "factorial", n=150_000)
+    job = await wait_for_job(client, job_id)
+    assert job["status"] == "succeeded"
+    expected = gmpy2.fac(150_000)
+    digits = expected.digits()
+    assert job["result"] == {
+        "digits": 711_273,
+        "head": digits[:32],
+        "tail": digits[-32:],
+        "url": f"/v1/jobs/{job_id}/result",
+    }
+    assert job["attempts"] == 1
+    assert job["metrics"]["queue_s"] >= 0 and job["metrics"]["run_s"] > 0
+    decimal = await client.get(job["result"]["url"])
+    assert decimal.status_code == 200
+    assert decimal.headers["content-type"].startswith("text/plain")
+    assert decimal.headers["content-length"] == "711273"
+    assert decimal.content == digits.encode()
+    hexadecimal = await client.get(job["result"]["url"], params={"format": "hex"})
+    assert gmpy2.mpz(hexadecimal.text, 16) == expected
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_task_error_fails_the_job(client: httpx.AsyncClient) -> None:
+    job = await wait_for_job(client, await submit(client, "fail", message="bad weights"))
+    assert job["status"] == "failed"
+    assert job["error"] == {"type": "task_error", "message": "ValueError: bad weights"}
+    result = await client.get(f"/v1/jobs/{job['id']}/result")
+    assert result.status_code == 409
+    assert result.json()["error"]["type"] == "job_failed"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_finished_job_can_be_deleted(client: httpx.AsyncClient) -> None:
+    job = await wait_for_job(client, await submit(client, "factorial", n=10))
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
+    assert (await client.get(f"/v1/jobs/{job['id']}")).status_code == 404
+    assert (await client.get(f"/v1/jobs/{job['id']}/result")).status_code == 404
+
+
+async def test_a_job_past_its_time_limit_fails_with_timeout(
+    settings_factory, execution_log: str
+) -> None:
+    settings = settings_factory(job_timeout_s=0.5)
+    try:
+        async with api_client(settings) as client, Worker(settings) as worker:
+            running = asyncio.create_task(worker.run())
+            started = time.monotonic()
+            job_id = await submit(client, "record", tag="slow", log=execution_log, sleep_s=30)
+            job = await wait_for_job(client, job_id, timeout_s=10)
+            elapsed = time.monotonic() - started
+            # The pool keeps serving after the process was ended and replaced.
+            after = await wait_for_job(client, await submit(client, "factorial", n=100))
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+    finally:
+        await delete_namespace(settings)
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "timeout"
+    assert elapsed < 0.5 + 2
+    assert after["status"] == "succeeded"
+
+
+async def test_a_message_without_a_job_is_dropped(
+    worker: Worker, broker: Broker, settings: Settings
+) -> None:
+    await broker.publish_jobs([JobMessage(job_id="e" * 32, task="factorial", input={"n": 5})])
+    # Taken, found without a job, and acknowledged: nothing left, nothing held.
+    await asyncio.sleep(0.5)
+    assert await queue_depth(settings) == 0
+    assert (await broker.queue_stats()).consumers == 1
+
+
+async def test_a_redelivered_finished_job_is_not_run_again(
+    worker: Worker, client: httpx.AsyncClient, broker: Broker, execution_log: str
+) -> None:
+    job_id = await submit(client, "record", tag="once", log=execution_log)
+    job = await wait_for_job(client, job_id)
+    # The same message again, as after a worker died between store and ack.
+    message = JobMessage(job_id=job_id, task="record", input=job["input"])
+    await broker.publish_jobs([message])
+    await asyncio.sleep(0.5)
+    assert executions(execution_log) == [("once", executions(execution_log)[0][1])]
+    assert (await client.get(f"/v1/jobs/{job_id}")).json() == job
+
+
+async def test_a_pool_process_that_dies_every_time_ends_as_worker_lost(
+    settings_factory, execution_log: str
+) -> None:
+    settings = settings_factory(max_attempts=2)
+    try:
+        async with api_client(settings) as client, Worker(settings) as worker:
+            running = asyncio.create_task(worker.run())
+            crash_id = await submit(client, "crash", log=execution_log)
+            fine_id = await submit(client, "factorial", n=1000)
+            jobs = await wait_for_jobs(client, [crash_id, fine_id], timeout_s=30)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+    finally:
+        await delete_namespace(settings)
+    assert jobs[crash_id]["status"] == "failed"
+    assert jobs[crash_id]["error"]["type"] == "worker_lost"
+    assert jobs[crash_id]["attempts"] == 2
+    assert len(executions(execution_log)) == 2
+    assert jobs[fine_id]["status"] == "succeeded"
+
+
+async def test_stop_finishes_the_jobs_in_hand(settings: Settings, execution_log: str) -> None:
+    async with api_client(settings) as client, Worker(settings) as worker:
+        running = asyncio.create_task(worker.run())
+        job_id = await submit(client, "record", tag="drain", log=execution_log, sleep_s=1)
+        await until(lambda: executions(execution_log))
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "succeeded"
+    assert await queue_depth(settings) == 0
