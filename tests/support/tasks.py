@@ -25,7 +25,8 @@ class RecordInput(BaseModel):
 
 def record(tag: str, log: str, sleep_s: float = 0.0) -> TaskOutput:
     with open(log, "a") as file:
-        file.write(f"{tag} {os.getpid()}\n")
+        # The parent of a pool process is its worker's forkserver: one per worker.
+        file.write(f"{tag} {os.getpid()} {os.getppid()}\n")
     time.sleep(sleep_s)
     return TaskOutput(summary={"tag": tag}, formats={"text": tag.encode()})
 
@@ -45,7 +46,7 @@ class CrashInput(BaseModel):
 def crash(log: str) -> TaskOutput:
     """Die the way a segfault or the OOM killer ends a pool process."""
     with open(log, "a") as file:
-        file.write(f"crash {os.getpid()}\n")
+        file.write(f"crash {os.getpid()} {os.getppid()}\n")
     os._exit(1)
 
 
@@ -77,7 +78,12 @@ def factq_tasks(settings: Settings) -> list[Task]:
 
 def executions(log: str) -> list[tuple[str, int]]:
     """(tag, pid) for every execution recorded in log."""
+    return [(tag, pid) for tag, pid, _ in executions_by_worker(log)]
+
+
+def executions_by_worker(log: str) -> list[tuple[str, int, int]]:
+    """(tag, pool process pid, its worker's forkserver pid) for every execution."""
     if not os.path.exists(log):
         return []
     with open(log) as file:
-        return [(tag, int(pid)) for tag, pid in (line.split() for line in file)]
+        return [(tag, int(pid), int(parent)) for tag, pid, parent in map(str.split, file)]

@@ -1,0 +1,102 @@
+"""factq as real processes: `factq api` and `factq worker`, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from factq.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    base_url: str
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.logs.glob("*.log"))
+        )
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FACTQ_NAMESPACE=settings.namespace,
+        FACTQ_TASK_MODULES=settings.task_modules,
+        FACTQ_REDIS_URL=settings.redis_url.get_secret_value(),
+        FACTQ_AMQP_URL=settings.amqp_url.get_secret_value(),
+        FACTQ_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@contextmanager
+def running_service(
+    settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2
+) -> Iterator[Service]:
+    """Start the API and `workers` worker processes; stop them all with SIGTERM on exit."""
+    port = free_port()
+    service = Service(f"http://127.0.0.1:{port}", logs)
+    env = environment(settings)
+    factq = [sys.executable, "-m", "factq"]
+    commands = {
+        f"worker-{i}": [*factq, "worker", "--concurrency", str(concurrency)] for i in range(workers)
+    }
+    commands["api"] = [*factq, "api", "--port", str(port)]
+    try:
+        for name, command in commands.items():
+            with open(logs / f"{name}.log", "wb") as log:
+                service.processes[name] = subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+        _wait_ready(service, consumers=workers)
+        yield service
+    finally:
+        for process in service.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in service.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(service: Service, *, consumers: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, process in service.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{service.log_text()}")
+        try:
+            ready = httpx.get(f"{service.base_url}/readyz", timeout=2)
+            if ready.status_code == 200 and ready.json()["consumers"] >= consumers:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"factq did not become ready in {timeout_s} s\n{service.log_text()}")
