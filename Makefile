@@ -15,7 +15,7 @@ test: install services  ## lint, type-check, the test suite, and the compose fil
 	bash scripts/test.sh
 
 bench: install services  ## speed figures, as a table
-	$(BIN)/python bench/pipeline.py
+	PYTHONPATH=. $(BIN)/python -m bench.pipeline
 
 lint: install
 	$(BIN)/ruff check src tests bench
