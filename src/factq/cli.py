@@ -62,7 +62,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="pool processes, so jobs run at once (default FACTQ_CONCURRENCY, else the cores)",
+        help="pool processes, i.e. jobs run at once (default FACTQ_CONCURRENCY, else the cores)",
     )
 
 

@@ -89,7 +89,7 @@ def _detail(error: Any) -> dict[str, Any]:
     if error["type"] == "json_invalid":
         reason = error.get("ctx", {}).get("error", "cannot parse")
         return {"loc": "", "message": f"malformed JSON at character {loc[-1]}: {reason}"}
-    return {"loc": ".".join(loc), "message": error["msg"]}
+    return {"loc": ".".join(loc) or "body", "message": error["msg"]}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ them; list such modules in `FACTQ_TASK_MODULES`. The built-in
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,9 @@ class Task:
 class TaskRegistry(Mapping[str, Task]):
     """The tasks of one deployment, by name."""
 
-    def __init__(self, tasks: Iterable[Task]) -> None:
+    def __init__(self, tasks: Iterable[Task], modules: Sequence[str] = ()) -> None:
+        # The modules the tasks came from, for pool processes to import up front.
+        self.modules = tuple(modules)
         self._tasks: dict[str, Task] = {}
         for task in tasks:
             if task.name in self._tasks:
@@ -95,7 +97,8 @@ class TaskRegistry(Mapping[str, Task]):
     def from_settings(cls, settings: Settings) -> TaskRegistry:
         """The built-in tasks plus those of every module in `FACTQ_TASK_MODULES`."""
         tasks: list[Task] = []
-        for module_name in (*BUILTIN_MODULES, *settings.task_module_names):
+        module_names = (*BUILTIN_MODULES, *settings.task_module_names)
+        for module_name in module_names:
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
@@ -104,7 +107,7 @@ class TaskRegistry(Mapping[str, Task]):
             if provider is None:
                 raise FactqError(f"task module {module_name!r} defines no factq_tasks(settings)")
             tasks.extend(provider(settings))
-        return cls(tasks)
+        return cls(tasks, module_names)
 
     def get_task(self, name: str) -> Task:
         try:

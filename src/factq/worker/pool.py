@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pebble
@@ -35,16 +36,33 @@ class TaskFailed(Exception):
         self.message = message
 
 
+def _preload(modules: Sequence[str]) -> None:
+    """Import the task modules as each pool process starts, not during its first job."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def _ready() -> bool:
+    return True
+
+
 class TaskPool:
     """A fixed number of processes; `run` awaits one task function's output."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, *, preload: Sequence[str] = ()) -> None:
         # forkserver: pool processes never inherit the event loop's threads
         # or sockets, and a replacement process starts in milliseconds.
         self._pool = pebble.ProcessPool(
-            max_workers=processes, context=multiprocessing.get_context("forkserver")
+            max_workers=processes,
+            initializer=_preload,
+            initargs=(tuple(preload),),
+            context=multiprocessing.get_context("forkserver"),
         )
         self.processes = processes
+
+    async def start(self) -> None:
+        """Start the processes now, so that the first job does not pay for it."""
+        await asyncio.wrap_future(self._pool.schedule(_ready))
 
     async def run(
         self, function: Callable[..., TaskOutput], kwargs: dict[str, Any], *, timeout_s: float

@@ -48,8 +48,9 @@ class Worker:
             self._broker = await self._stack.enter_async_context(
                 Broker.open(self.settings, name=f"factq-worker-{self.settings.namespace}")
             )
-            self._pool = TaskPool(self.settings.concurrency)
+            self._pool = TaskPool(self.settings.concurrency, preload=self.registry.modules)
             self._stack.push_async_callback(self._pool.close)
+            await self._pool.start()
         except BaseException:
             await self._stack.aclose()
             raise
