@@ -34,8 +34,17 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings_factory() -> Callable[..., Settings]:
-    return make_settings
+async def settings_factory() -> AsyncIterator[Callable[..., Settings]]:
+    """Settings with overrides, each in its own namespace, deleted after the test."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        made.append(make_settings(**overrides))
+        return made[-1]
+
+    yield make
+    for settings in made:
+        await delete_namespace(settings)
 
 
 @pytest.fixture
@@ -83,14 +92,29 @@ def _with_state(app: Any, state: dict[str, Any]) -> Any:
     return asgi
 
 
-@pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A worker consuming the test's namespace in this event loop."""
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker consuming the namespace in this event loop, stopped (drained) on exit."""
     async with Worker(settings) as worker:
         task = asyncio.create_task(worker.run())
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 30)
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over ASGI, with a worker behind it."""
+    async with api_client(settings) as client, running_worker(settings):
+        yield client
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    async with running_worker(settings) as worker:
         yield worker
-        worker.stop()
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture

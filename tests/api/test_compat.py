@@ -8,7 +8,7 @@ import pytest
 
 from factq.settings import Settings
 from tests.conftest import api_client
-from tests.support.backends import delete_namespace, queue_depth
+from tests.support.backends import queue_depth
 
 TOKEN = "worker-token-for-tests"
 
@@ -18,7 +18,6 @@ async def guarded(settings_factory):
     settings = settings_factory(worker_token=TOKEN)
     async with api_client(settings) as client:
         yield client
-    await delete_namespace(settings)
 
 
 def as_worker(token: str = TOKEN) -> dict[str, str]:

@@ -13,8 +13,8 @@ import pytest
 from factq.broker import Broker, JobMessage
 from factq.settings import Settings
 from factq.worker import Worker
-from tests.conftest import api_client
-from tests.support.backends import delete_namespace, queue_depth
+from tests.conftest import api_client, served
+from tests.support.backends import queue_depth
 from tests.support.tasks import executions
 from tests.support.waiting import until, wait_for_job, wait_for_jobs
 
@@ -70,20 +70,13 @@ async def test_a_finished_job_can_be_deleted(client: httpx.AsyncClient) -> None:
 async def test_a_job_past_its_time_limit_fails_with_timeout(
     settings_factory, execution_log: str
 ) -> None:
-    settings = settings_factory(job_timeout_s=0.5)
-    try:
-        async with api_client(settings) as client, Worker(settings) as worker:
-            running = asyncio.create_task(worker.run())
-            started = time.monotonic()
-            job_id = await submit(client, "record", tag="slow", log=execution_log, sleep_s=30)
-            job = await wait_for_job(client, job_id, timeout_s=10)
-            elapsed = time.monotonic() - started
-            # The pool keeps serving after the process was ended and replaced.
-            after = await wait_for_job(client, await submit(client, "factorial", n=100))
-            worker.stop()
-            await asyncio.wait_for(running, 10)
-    finally:
-        await delete_namespace(settings)
+    async with served(settings_factory(job_timeout_s=0.5)) as client:
+        started = time.monotonic()
+        job_id = await submit(client, "record", tag="slow", log=execution_log, sleep_s=30)
+        job = await wait_for_job(client, job_id, timeout_s=10)
+        elapsed = time.monotonic() - started
+        # The pool keeps serving after the process was ended and replaced.
+        after = await wait_for_job(client, await submit(client, "factorial", n=100))
     assert job["status"] == "failed"
     assert job["error"]["type"] == "timeout"
     assert elapsed < 0.5 + 2
@@ -116,17 +109,10 @@ async def test_a_redelivered_finished_job_is_not_run_again(
 async def test_a_pool_process_that_dies_every_time_ends_as_worker_lost(
     settings_factory, execution_log: str
 ) -> None:
-    settings = settings_factory(max_attempts=2)
-    try:
-        async with api_client(settings) as client, Worker(settings) as worker:
-            running = asyncio.create_task(worker.run())
-            crash_id = await submit(client, "crash", log=execution_log)
-            fine_id = await submit(client, "factorial", n=1000)
-            jobs = await wait_for_jobs(client, [crash_id, fine_id], timeout_s=30)
-            worker.stop()
-            await asyncio.wait_for(running, 10)
-    finally:
-        await delete_namespace(settings)
+    async with served(settings_factory(max_attempts=2)) as client:
+        crash_id = await submit(client, "crash", log=execution_log)
+        fine_id = await submit(client, "factorial", n=1000)
+        jobs = await wait_for_jobs(client, [crash_id, fine_id], timeout_s=30)
     assert jobs[crash_id]["status"] == "failed"
     assert jobs[crash_id]["error"]["type"] == "worker_lost"
     assert jobs[crash_id]["attempts"] == 2
