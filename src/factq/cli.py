@@ -24,6 +24,8 @@ logger = logging.getLogger("factq")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+WS_PING_INTERVAL_S = 20.0
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +107,11 @@ def run_api(settings: Settings, host: str, port: int) -> int:
         log_level=settings.log_level,
         lifespan="on",
         proxy_headers=True,
+        # Protocol pings find dead peers and keep idle connections open
+        # through proxies; client messages over 64 KB close with 1009.
+        ws_ping_interval=WS_PING_INTERVAL_S,
+        ws_ping_timeout=WS_PING_INTERVAL_S,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
     )
     server = uvicorn.Server(config)
     server.run()

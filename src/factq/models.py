@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -96,3 +96,16 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     if start is None or end is None:
         return None
     return round((end - start).total_seconds(), 6)
+
+
+class JobEvent(BaseModel):
+    """One change of one job: its new state, numbered from 1 by `seq`."""
+
+    type: Literal["job"] = "job"
+    seq: int
+    job: Job
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> JobEvent:
+        """From the job's hash as an event carries it (with its `seq`)."""
+        return cls(seq=int(fields["seq"]), job=Job.from_fields(fields))

@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
-from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
@@ -25,8 +23,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from factq.errors import BackendUnavailable, FactqError, JobNotFound, NotFinished
-from factq.models import Job, JobError, JobStatus
+from factq import lua
+from factq.errors import (
+    AlreadyFinished,
+    BackendUnavailable,
+    FactqError,
+    JobNotFound,
+    NotFinished,
+)
+from factq.models import Job, JobError, JobEvent, JobStatus
 from factq.names import Names
 from factq.settings import Settings
 
@@ -65,12 +70,6 @@ class Transition:
     job: Job | None
 
 
-@cache
-def _lua(name: str) -> str:
-    package = resources.files("factq") / "lua"
-    return (package / "prelude.lua").read_text() + "\n" + (package / f"{name}.lua").read_text()
-
-
 def _backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Turn redis-py's connection errors into `BackendUnavailable`."""
 
@@ -101,8 +100,8 @@ class Store:
         self._settings = settings
         self.names = Names(settings.namespace)
         self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(_lua(name))
-            for name in ("create", "confirm", "start", "finish", "delete", "lost")
+            name: client.register_script(lua.script(name))
+            for name in ("create", "confirm", "start", "finish", "cancel", "delete", "lost")
         }
 
     @classmethod
@@ -165,6 +164,45 @@ class Store:
         return Job.from_fields(await self._get_fields(job_id, owner))
 
     @_backend_errors
+    async def get_event(self, job_id: str, owner: str | None = None) -> JobEvent:
+        """The job's current state as an event, with the `seq` of its last change."""
+        return JobEvent.from_fields(await self._get_fields(job_id, owner))
+
+    @_backend_errors
+    async def read_events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        """The job's logged events with a `seq` above `after`, oldest first."""
+        entries: Any = await self._redis.xrange(self.names.events(job_id), min=f"({after}-0")
+        return [JobEvent.from_fields(json.loads(fields[b"job"])) for _, fields in entries]
+
+    @_backend_errors
+    async def cancel_job(self, job_id: str, owner: str) -> Job:
+        """Cancel a queued job now, or ask the worker of a running one to stop it."""
+        outcome, flat = await self._scripts["cancel"](
+            keys=self._job_keys(job_id),
+            args=[
+                self.names.events_channel,
+                self._settings.result_ttl_s,
+                owner,
+                self.names.control_channel,
+            ],
+        )
+        transition = self._transition(outcome, flat)
+        if transition.job is None:
+            raise JobNotFound(job_id)
+        if transition.outcome == "terminal":
+            raise AlreadyFinished(f"job {job_id} is already {transition.job.status}")
+        return transition.job
+
+    @_backend_errors
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of the jobs whose cancel was asked, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.names.job(job_id), "cancel_requested")
+            flags = await pipe.execute()
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag == b"1"}
+
+    @_backend_errors
     async def mark_running(self, job_id: str) -> Transition:
         """Start an attempt: queued (or running, after a lost worker) -> running."""
         outcome, flat = await self._scripts["start"](
@@ -206,6 +244,15 @@ class Store:
         return self._transition(outcome, flat)
 
     @_backend_errors
+    async def mark_cancelled(self, job_id: str) -> Transition:
+        """End the job as cancelled, once (its computation was stopped)."""
+        outcome, flat = await self._scripts["finish"](
+            keys=self._job_keys(job_id),
+            args=[self.names.events_channel, self._settings.result_ttl_s, "cancelled", ""],
+        )
+        return self._transition(outcome, flat)
+
+    @_backend_errors
     async def note_lost_attempt(self, job_id: str) -> None:
         """The running attempt's pool process died (read back by `was_last_attempt_lost`)."""
         await self._scripts["lost"](keys=self._job_keys(job_id))
@@ -234,6 +281,17 @@ class Store:
             raise NotFinished(
                 f"job {job_id} is {outcome.decode()}; only a finished job can be deleted"
             )
+
+    async def control_messages(self) -> AsyncIterator[str]:
+        """Job ids published on the control channel (cancels of running jobs)."""
+        try:
+            async with self._redis.pubsub() as pubsub:
+                await pubsub.subscribe(self.names.control_channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        yield _text(message["data"])
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
 
     # Results.
 

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import factq
-from factq.api import compat, health, jobs
+from factq.api import compat, events, health, jobs
 from factq.api.deps import Resources
 from factq.api.errors import install_error_handlers
 from factq.broker import Broker
+from factq.events import EventHub
 from factq.settings import Settings
 from factq.store import Store
 from factq.tasks import TaskRegistry
@@ -32,9 +33,16 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         async with (
             Store.open(settings) as store,
             Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
+            EventHub.open(settings) as hub,
         ):
             await store.ping()
-            yield {"settings": settings, "store": store, "broker": broker, "registry": tasks}
+            yield {
+                "settings": settings,
+                "store": store,
+                "broker": broker,
+                "registry": tasks,
+                "hub": hub,
+            }
 
     app = FastAPI(
         title="factq",
@@ -44,6 +52,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
     )
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(compat.router)
     return app

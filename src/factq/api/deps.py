@@ -6,10 +6,12 @@ import hmac
 import re
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from factq.broker import Broker
 from factq.errors import Forbidden, JobNotFound
+from factq.events import EventHub
 from factq.settings import Settings
 from factq.store import Store
 from factq.tasks import TaskRegistry
@@ -25,26 +27,32 @@ class Resources(TypedDict):
     store: Store
     broker: Broker
     registry: TaskRegistry
+    hub: EventHub
 
 
-def get_settings(request: Request) -> Settings:
+def get_settings(request: HTTPConnection) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+def get_store(request: HTTPConnection) -> Store:
     store: Store = request.state.store
     return store
 
 
-def get_broker(request: Request) -> Broker:
+def get_broker(request: HTTPConnection) -> Broker:
     broker: Broker = request.state.broker
     return broker
 
 
-def get_registry(request: Request) -> TaskRegistry:
+def get_registry(request: HTTPConnection) -> TaskRegistry:
     registry: TaskRegistry = request.state.registry
     return registry
+
+
+def get_hub(request: HTTPConnection) -> EventHub:
+    hub: EventHub = request.state.hub
+    return hub
 
 
 def get_owner() -> str:
@@ -52,7 +60,9 @@ def get_owner() -> str:
     return ANONYMOUS
 
 
-def require_worker(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_worker(
+    request: HTTPConnection, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     """Internal routes: the worker token, compared in constant time; none set, no entry."""
     token = settings.worker_token.get_secret_value()
     if not token:
@@ -74,3 +84,4 @@ StoreDep = Annotated[Store, Depends(get_store)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
+HubDep = Annotated[EventHub, Depends(get_hub)]

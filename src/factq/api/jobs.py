@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from factq.api.deps import (
     BrokerDep,
+    HubDep,
     OwnerDep,
     RegistryDep,
     SettingsDep,
@@ -18,9 +22,12 @@ from factq.api.deps import (
 )
 from factq.api.submission import BatchRequest, JobRequest, enqueue, validate_batch, validate_request
 from factq.errors import InvalidInput, InvalidRequest, JobCancelled, JobFailed, NotFinished
+from factq.events import follow
 from factq.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+MAX_WAIT_S = 60.0
 
 JobId = Annotated[str, Path(description="The job's id, as returned on submission.")]
 
@@ -53,11 +60,30 @@ async def submit_job(
     store: StoreDep,
     broker: BrokerDep,
     registry: RegistryDep,
+    hub: HubDep,
     owner: OwnerDep,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=S` (S up to 60): answer when the job ends, or after S seconds."),
+    ] = None,
 ) -> Job:
-    """Queue one job; the answer comes at once with the job's id and `Location`."""
+    """Queue one job; the answer comes at once with the job's id and `Location`.
+
+    With `Prefer: wait=S` the answer waits until the job ends (200 with the
+    finished job) or S seconds pass (202 as usual).
+    """
     [job] = await enqueue(store, broker, [validate_request(body, registry, owner)])
     response.headers["Location"] = f"/v1/jobs/{job.id}"
+    wait_s = preferred_wait_s(prefer)
+    if wait_s is None:
+        return job
+    response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            async for event in follow(store, hub, job.id, owner):
+                job = event.job
+    if job.status.is_terminal:
+        response.status_code = status.HTTP_200_OK
     return job
 
 
@@ -83,6 +109,18 @@ async def submit_batch(
         raise InvalidInput(f"a batch holds at most {settings.max_batch} jobs, not {len(body.jobs)}")
     jobs = validate_batch(body.jobs, registry, owner)
     return JobList(jobs=await enqueue(store, broker, jobs))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a queued or running job",
+    responses={409: {"description": "The job has already finished."}, **ERROR_RESPONSES},
+)
+async def cancel_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
+    """A queued job is cancelled at once; a running one is flagged (`cancel_requested`)
+    and its computation stopped, so it is `cancelled` within a second."""
+    return await store.cancel_job(checked_job_id(job_id), owner)
 
 
 @router.get(
@@ -148,6 +186,21 @@ async def delete_job(
     formats = [f.name for f in registry[job.task].formats] if job.task in registry else []
     await store.delete_job(job.id, owner, formats)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def preferred_wait_s(prefer: str | None) -> float | None:
+    """The seconds of a `Prefer: wait=S` header (RFC 7240), at most 60; None without one."""
+    if not prefer:
+        return None
+    for preference in prefer.split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return None if math.isnan(seconds) else min(max(seconds, 0.0), MAX_WAIT_S)
+    return None
 
 
 def require_succeeded(job: Job) -> None:

@@ -1,6 +1,7 @@
--- The job ends: succeeded (with its result), or failed. Written once: a
--- finished job is never changed again, however often its message comes back.
--- A cancel asked before this ran wins: the job ends cancelled, without result.
+-- The job ends: succeeded (with its result), failed, or cancelled. Written
+-- once: a finished job is never changed again, however often its message
+-- comes back. A cancel asked before this ran wins: the job ends cancelled,
+-- without result.
 -- KEYS[3..]: the result keys, one per format, in the order of ARGV[5..].
 -- ARGV: channel, result_ttl, status, summary or error JSON, result values...
 -- Returns {outcome, job fields}: outcome 'finished', 'terminal' or 'missing'.
@@ -20,6 +21,9 @@ if target == 'succeeded' then
     redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
   end
   redis.call('HSET', KEYS[1], 'result', ARGV[4])
+  if redis.call('HEXISTS', KEYS[1], 'progress') == 1 then
+    redis.call('HSET', KEYS[1], 'progress', '1')
+  end
 elseif target == 'failed' then
   redis.call('HSET', KEYS[1], 'error', ARGV[4])
 end

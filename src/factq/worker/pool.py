@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import inspect
 import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pebble
 
+from factq.settings import Settings
 from factq.tasks import TaskOutput
+from factq.worker.progress import ProgressReporter
 
 
 class TaskTimedOut(Exception):
@@ -36,26 +39,43 @@ class TaskFailed(Exception):
         self.message = message
 
 
-def _preload(modules: Sequence[str]) -> None:
-    """Import the task modules as each pool process starts, not during its first job."""
+# Set in each pool process by its initializer; the only process-wide state,
+# since a pool process serves one job at a time for its whole life.
+_reporter: ProgressReporter | None = None
+
+
+def _init_process(modules: Sequence[str], redis_url: str, namespace: str) -> None:
+    """Import the task modules and connect for progress reports as the process starts."""
+    global _reporter
     for module in modules:
         importlib.import_module(module)
+    _reporter = ProgressReporter(redis_url, namespace)
 
 
 def _ready() -> bool:
     return True
 
 
+def _run_task(
+    function: Callable[..., TaskOutput], kwargs: dict[str, Any], job_id: str
+) -> TaskOutput:
+    """Call the task function in the pool process, with `report` when it takes one."""
+    if _reporter is not None and "report" in inspect.signature(function).parameters:
+        kwargs = {**kwargs, "report": _reporter.for_job(job_id)}
+    return function(**kwargs)
+
+
 class TaskPool:
     """A fixed number of processes; `run` awaits one task function's output."""
 
-    def __init__(self, processes: int, *, preload: Sequence[str] = ()) -> None:
+    def __init__(self, settings: Settings, *, preload: Sequence[str] = ()) -> None:
+        processes = settings.concurrency
         # forkserver: pool processes never inherit the event loop's threads
         # or sockets, and a replacement process starts in milliseconds.
         self._pool = pebble.ProcessPool(
             max_workers=processes,
-            initializer=_preload,
-            initargs=(tuple(preload),),
+            initializer=_init_process,
+            initargs=(tuple(preload), settings.redis_url.get_secret_value(), settings.namespace),
             context=multiprocessing.get_context("forkserver"),
         )
         self.processes = processes
@@ -65,10 +85,15 @@ class TaskPool:
         await asyncio.wrap_future(self._pool.schedule(_ready))
 
     async def run(
-        self, function: Callable[..., TaskOutput], kwargs: dict[str, Any], *, timeout_s: float
+        self,
+        function: Callable[..., TaskOutput],
+        kwargs: dict[str, Any],
+        *,
+        job_id: str,
+        timeout_s: float,
     ) -> TaskOutput:
         """Run function(**kwargs) in a pool process; cancelling this ends that process."""
-        future = self._pool.schedule(function, kwargs=kwargs, timeout=timeout_s)
+        future = self._pool.schedule(_run_task, args=(function, kwargs, job_id), timeout=timeout_s)
         try:
             output: TaskOutput = await asyncio.wrap_future(future)
         except asyncio.CancelledError:

@@ -8,8 +8,10 @@ scripts make sure a job still ends exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -21,11 +23,13 @@ from factq.errors import BackendUnavailable, UnknownTask
 from factq.models import JobError
 from factq.settings import Settings
 from factq.store import StartOutcome, Store
-from factq.tasks import TaskRegistry
+from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
 from factq.worker.retry import retry_backend
 
 logger = logging.getLogger(__name__)
+
+CANCEL_CHECK_INTERVAL_S = 1.0
 
 
 class Worker:
@@ -36,7 +40,7 @@ class Worker:
         self.registry = registry or TaskRegistry.from_settings(settings)
         self._stack = AsyncExitStack()
         self._should_exit = asyncio.Event()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _HeldJob] = {}
         self._store: Store | None = None
         self._broker: Broker | None = None
         self._pool: TaskPool | None = None
@@ -48,7 +52,7 @@ class Worker:
             self._broker = await self._stack.enter_async_context(
                 Broker.open(self.settings, name=f"factq-worker-{self.settings.namespace}")
             )
-            self._pool = TaskPool(self.settings.concurrency, preload=self.registry.modules)
+            self._pool = TaskPool(self.settings, preload=self.registry.modules)
             self._stack.push_async_callback(self._pool.close)
             await self._pool.start()
         except BaseException:
@@ -78,14 +82,17 @@ class Worker:
         logger.info(
             "consuming %s with %d processes", self._broker.names.jobs_queue, self._pool.processes
         )
+        watcher = asyncio.create_task(self._watch_cancels())
         await self._should_exit.wait()
         logger.info("worker stopping: %d jobs in hand", len(self._running))
         for consumer in consumers:
             await consumer.cancel()
         await self._drain()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
     async def _drain(self) -> None:
-        running = list(self._running.values())
+        running = [held.task for held in self._running.values()]
         if not running:
             return
         _, pending = await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
@@ -104,9 +111,9 @@ class Worker:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._running[job.job_id] = task
+        held = self._running[job.job_id] = _HeldJob(task)
         try:
-            await self._process(job, message)
+            await self._process(job, message, held.cancel)
         except asyncio.CancelledError:
             # Shutdown past the grace period: hand the job back to the queue.
             await asyncio.shield(message.nack(requeue=True))
@@ -114,8 +121,10 @@ class Worker:
         finally:
             self._running.pop(job.job_id, None)
 
-    async def _process(self, job: JobMessage, message: AbstractIncomingMessage) -> None:
-        assert self._store is not None and self._pool is not None
+    async def _process(
+        self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
+    ) -> None:
+        assert self._store is not None
         store = self._store
         started = await retry_backend(lambda: store.mark_running(job.job_id), self._should_exit)
         if started.outcome != StartOutcome.STARTED:
@@ -123,10 +132,10 @@ class Worker:
             await message.ack()
             return
         try:
-            task = self.registry.get_task(job.task)
-            output = await self._pool.run(
-                task.function, job.input, timeout_s=self.settings.job_timeout_s
-            )
+            output = await self._compute(job, cancel)
+        except CancelAsked:
+            logger.info("job %s cancelled while running", job.job_id)
+            await retry_backend(lambda: store.mark_cancelled(job.job_id), self._should_exit)
         except PoolProcessLost as exc:
             logger.warning("job %s: %s; returning it to the queue", job.job_id, exc)
             await retry_backend(lambda: store.note_lost_attempt(job.job_id), self._should_exit)
@@ -141,6 +150,59 @@ class Worker:
                 self._should_exit,
             )
         await message.ack()
+
+    async def _compute(self, job: JobMessage, cancel: asyncio.Event) -> TaskOutput:
+        """The task's output, or `CancelAsked` once its process was ended on a cancel."""
+        assert self._pool is not None
+        task = self.registry.get_task(job.task)
+        run = asyncio.create_task(
+            self._pool.run(
+                task.function, job.input, job_id=job.job_id, timeout_s=self.settings.job_timeout_s
+            )
+        )
+        asked = asyncio.create_task(cancel.wait())
+        try:
+            await asyncio.wait({run, asked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asked.cancel()
+            if not run.done():
+                # Cancelling the run ends the pool process; pebble replaces it.
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+        if run.cancelled():
+            raise CancelAsked(job.job_id)
+        return run.result()
+
+    # Cancels.
+
+    async def _watch_cancels(self) -> None:
+        """Stop held jobs whose cancel was asked: told on the control channel, and
+        checked once a second as well, since pub/sub can drop a message."""
+        listener = asyncio.create_task(self._listen_for_cancels())
+        try:
+            while True:
+                await asyncio.sleep(CANCEL_CHECK_INTERVAL_S)
+                if self._running and self._store is not None:
+                    with contextlib.suppress(BackendUnavailable):
+                        for job_id in await self._store.cancel_requested(list(self._running)):
+                            self._cancel_held(job_id)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen_for_cancels(self) -> None:
+        assert self._store is not None
+        while True:
+            try:
+                async for job_id in self._store.control_messages():
+                    self._cancel_held(job_id)
+            except BackendUnavailable:
+                await asyncio.sleep(1)
+
+    def _cancel_held(self, job_id: str) -> None:
+        held = self._running.get(job_id)
+        if held is not None:
+            held.cancel.set()
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
         """A job delivered max_attempts times without finishing: fail it, once."""
@@ -167,6 +229,18 @@ class Worker:
             await message.nack(requeue=True)
             return
         await message.ack()
+
+
+class CancelAsked(Exception):
+    """The job's cancel was asked while it ran; its computation was stopped."""
+
+
+@dataclass(slots=True)
+class _HeldJob:
+    """A job whose message this worker holds: its handler, and its cancel signal."""
+
+    task: asyncio.Task[None]
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _job_error(exc: Exception) -> JobError:

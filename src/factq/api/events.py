@@ -1,0 +1,240 @@
+"""Live events of jobs: a WebSocket per job, one multiplexed WebSocket, and SSE.
+
+All three are built on `factq.events.follow`, so they carry the same events
+with the same `seq`, and none misses or repeats one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Header, Query, WebSocket
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from factq.api.deps import HubDep, OwnerDep, StoreDep, checked_job_id
+from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound
+from factq.events import EventHub, SlowSubscriber, follow
+from factq.models import JobEvent
+from factq.store import Store
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["events"])
+
+# Close codes: 1000 done, 1011 server error, 1013 try again later (the
+# client fell behind, or a backing service is down), 4404 no such job.
+CLOSE_DONE: Final = 1000
+CLOSE_TRY_LATER: Final = 1013
+CLOSE_NOT_FOUND: Final = 4404
+SEND_BUFFER: Final = 1024
+
+After = Annotated[
+    int | None,
+    Query(ge=0, description="Replay the job's events after this `seq`, then go live."),
+]
+
+
+async def _serve_socket(
+    websocket: WebSocket, produce: Callable[[], Coroutine[Any, Any, int]]
+) -> None:
+    """Run produce() until it returns a close code, or until the client goes away."""
+    producer = asyncio.create_task(produce())
+    listener = asyncio.create_task(_until_disconnect(websocket))
+    try:
+        await asyncio.wait({producer, listener}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (producer, listener):
+            task.cancel()
+        await asyncio.gather(producer, listener, return_exceptions=True)
+    if producer.done() and not producer.cancelled() and producer.exception() is None:
+        await _close(websocket, producer.result())
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it disconnects."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _close(websocket: WebSocket, code: int) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(code)
+
+
+async def _send_events(websocket: WebSocket, events: AsyncIterator[JobEvent]) -> int:
+    """Send each event; the close code says how the stream ended."""
+    try:
+        async for event in events:
+            await websocket.send_text(event.model_dump_json())
+    except JobNotFound:
+        return CLOSE_NOT_FOUND
+    except (SlowSubscriber, BackendUnavailable) as exc:
+        logger.info("closing an event socket: %s", exc)
+        return CLOSE_TRY_LATER
+    return CLOSE_DONE
+
+
+@router.websocket("/v1/jobs/{job_id}/events")
+async def job_events_socket(
+    websocket: WebSocket,
+    job_id: str,
+    store: StoreDep,
+    hub: HubDep,
+    owner: OwnerDep,
+    after: After = None,
+) -> None:
+    """The job's current state (or its events after `?after=`), each change, then close 1000."""
+    await websocket.accept()
+
+    async def produce() -> int:
+        try:
+            events = follow(store, hub, checked_job_id(job_id), owner, after=after)
+        except JobNotFound:
+            return CLOSE_NOT_FOUND
+        return await _send_events(websocket, events)
+
+    await _serve_socket(websocket, produce)
+
+
+class _Subscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscribe: list[str] = Field(default_factory=list, max_length=1000)
+    unsubscribe: list[str] = Field(default_factory=list, max_length=1000)
+
+
+@router.websocket("/v1/events")
+async def events_socket(
+    websocket: WebSocket, store: StoreDep, hub: HubDep, owner: OwnerDep
+) -> None:
+    """Many jobs on one socket: send `{"subscribe": [ids]}` or `{"unsubscribe": [ids]}`."""
+    await websocket.accept()
+    await _Multiplexer(websocket, store, hub, owner).serve()
+
+
+class _Multiplexer:
+    """One client's subscriptions: a forwarder per job, one bounded outbox, one sender."""
+
+    def __init__(self, websocket: WebSocket, store: Store, hub: EventHub, owner: str) -> None:
+        self._websocket = websocket
+        self._store = store
+        self._hub = hub
+        self._owner = owner
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
+        self._forwarders: dict[str, asyncio.Task[None]] = {}
+
+    async def serve(self) -> None:
+        receiver = asyncio.create_task(self._receive())
+        sender = asyncio.create_task(self._send())
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tasks = (receiver, sender, *self._forwarders.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if any(
+            not task.cancelled() and isinstance(task.exception(), SlowSubscriber) for task in done
+        ):
+            await _close(self._websocket, CLOSE_TRY_LATER)
+
+    def _post(self, text: str) -> None:
+        try:
+            self._outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            raise SlowSubscriber("the client fell behind") from None
+
+    async def _send(self) -> None:
+        while True:
+            await self._websocket.send_text(await self._outbox.get())
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self._websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                request = _Subscribe.model_validate_json(message.get("text") or "")
+            except ValidationError as exc:
+                self._post(_error(None, "invalid_request", _first_error(exc)))
+                continue
+            for job_id in request.subscribe:
+                if job_id not in self._forwarders:
+                    self._forwarders[job_id] = asyncio.create_task(self._forward(job_id))
+            for job_id in request.unsubscribe:
+                task = self._forwarders.pop(job_id, None)
+                if task is not None:
+                    task.cancel()
+
+    async def _forward(self, job_id: str) -> None:
+        try:
+            async for event in follow(self._store, self._hub, checked_job_id(job_id), self._owner):
+                self._post(event.model_dump_json())
+        except JobNotFound:
+            self._post(_error(job_id, "not_found", f"no job with id {job_id[:64]!r}"))
+        except BackendUnavailable as exc:
+            self._post(_error(job_id, "unavailable", exc.message))
+        finally:
+            # Only this forwarder's own entry: an unsubscribe and subscribe
+            # may already have put a new one in its place.
+            if self._forwarders.get(job_id) is asyncio.current_task():
+                del self._forwarders[job_id]
+
+
+def _error(job_id: str | None, error_type: str, message: str) -> str:
+    body: dict[str, Any] = {"type": "error", "error": {"type": error_type, "message": message}}
+    if job_id is not None:
+        body["id"] = job_id
+    return json.dumps(body)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(map(str, error["loc"]))
+    prefix = f"{where}: " if where else ""
+    return f'{prefix}{error["msg"]}; send {{"subscribe": [ids]}} or {{"unsubscribe": [ids]}}'
+
+
+async def _existing_job(job_id: str, store: StoreDep, owner: OwnerDep) -> str:
+    """Answer 404 before the stream starts, not inside it."""
+    await store.get_event(checked_job_id(job_id), owner)
+    return job_id
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    summary="Follow a job as Server-Sent Events",
+    responses={404: {"description": "No such job."}},
+)
+async def job_events_stream(
+    job_id: Annotated[str, Depends(_existing_job)],
+    store: StoreDep,
+    hub: HubDep,
+    owner: OwnerDep,
+    after: After = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's current state, then each change, until it ends; `id:` is the event's `seq`.
+
+    A reconnecting client's `Last-Event-ID` (or `?after=`) resumes after that event.
+    """
+    resume = after if after is not None else _seq(last_event_id)
+    async for event in follow(store, hub, job_id, owner, after=resume):
+        yield ServerSentEvent(raw_data=event.model_dump_json(), id=str(event.seq))
+
+
+def _seq(last_event_id: str | None) -> int | None:
+    if last_event_id is None or last_event_id == "":
+        return None
+    if not last_event_id.isdigit():
+        raise InvalidRequest(f"Last-Event-ID must be an event's seq, not {last_event_id[:40]!r}")
+    return int(last_event_id)

@@ -1,0 +1,189 @@
+"""Live job events: one Redis pub/sub connection per process, fanned out by job id.
+
+Pub/sub is at-most-once; each job's event stream in Redis is the truth. A
+follower subscribes first, then reads the job's state (or its logged events),
+then forwards live events, dropping any `seq` it already sent and reading the
+stream again whenever it sees a gap, the hub reconnects, or nothing came for a
+while. So no event is missed or repeated between the first one and the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Final
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from factq.errors import FactqError
+from factq.models import JobEvent
+from factq.names import Names
+from factq.settings import Settings
+from factq.store import Store
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIPTION_BUFFER: Final = 256
+RESYNC_AFTER_S: Final = 5.0
+RECONNECT_DELAY_S: Final = 1.0
+# Published events start with this, then the 32-hex-digit job id: the hub
+# routes by id without parsing events that no local subscriber wants.
+_PREFIX: Final = b'{"job_id":"'
+_ID_END: Final = len(_PREFIX) + 32
+
+
+class SlowSubscriber(FactqError):
+    """A subscriber fell a whole buffer behind; it is dropped, not waited for."""
+
+    type = "slow_subscriber"
+
+
+class _Resync:
+    """Marker: events may have been lost; read the job's stream."""
+
+
+RESYNC: Final = _Resync()
+
+
+class Subscription:
+    """Live events of one job for one follower, in a bounded buffer."""
+
+    def __init__(self, job_id: str, size: int = SUBSCRIPTION_BUFFER) -> None:
+        self.job_id = job_id
+        self._queue: asyncio.Queue[JobEvent | _Resync] = asyncio.Queue(size)
+        self.overflowed = False
+
+    def deliver(self, item: JobEvent | _Resync) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def next(self, timeout_s: float) -> JobEvent | _Resync:
+        """The next live event, or RESYNC when none came in time."""
+        if self.overflowed:
+            raise SlowSubscriber(f"fell {self._queue.maxsize} events behind on job {self.job_id}")
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return RESYNC
+
+
+class EventHub:
+    """Routes the events channel to this process's subscriptions, by job id."""
+
+    def __init__(self, client: redis.Redis, names: Names) -> None:
+        self._redis = client
+        self._names = names
+        self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[EventHub]:
+        """A hub listening on its own connection until exit."""
+        client = redis.Redis.from_url(
+            settings.redis_url.get_secret_value(), socket_connect_timeout=5
+        )
+        hub = cls(client, Names(settings.namespace))
+        hub._reader = asyncio.create_task(hub._listen(), name="factq-event-hub")
+        try:
+            await asyncio.wait_for(hub._connected.wait(), 10)
+            yield hub
+        finally:
+            hub._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hub._reader
+            await client.aclose()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(subs) for subs in self._subscriptions.values())
+
+    @contextmanager
+    def subscribe(self, job_id: str) -> Iterator[Subscription]:
+        """Receive the job's live events while inside the block."""
+        subscription = Subscription(job_id)
+        self._subscriptions[job_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            subs = self._subscriptions.get(job_id)
+            if subs is not None:
+                subs.discard(subscription)
+                if not subs:
+                    del self._subscriptions[job_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._names.events_channel)
+                    self._connected.set()
+                    # Anything published while we were away is only in the streams.
+                    self._broadcast(RESYNC)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            try:
+                                self._route(message["data"])
+                            except ValueError:
+                                logger.exception("dropping a malformed event")
+            except (RedisError, OSError) as exc:
+                logger.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(RECONNECT_DELAY_S)
+
+    def _route(self, data: bytes) -> None:
+        if not data.startswith(_PREFIX):
+            return
+        subs = self._subscriptions.get(data[len(_PREFIX) : _ID_END].decode("ascii", "replace"))
+        if not subs:
+            return
+        message = json.loads(data)
+        event = JobEvent.from_fields({**message["job"], "seq": str(message["seq"])})
+        for subscription in list(subs):
+            subscription.deliver(event)
+
+    def _broadcast(self, item: _Resync) -> None:
+        for subs in self._subscriptions.values():
+            for subscription in subs:
+                subscription.deliver(item)
+
+
+async def follow(
+    store: Store, hub: EventHub, job_id: str, owner: str, *, after: int | None = None
+) -> AsyncIterator[JobEvent]:
+    """The job's events: its current state (or those after `after`), then each change.
+
+    Ends after the terminal event. Raises `JobNotFound` before the first event
+    for an unknown job or another owner's.
+    """
+    # Subscribe before reading the job: an event published in between would
+    # otherwise be lost.
+    with hub.subscribe(job_id) as subscription:
+        current = await store.get_event(job_id, owner)
+        if after is None:
+            backlog = [current]
+        else:
+            backlog = await store.read_events(job_id, after) if after < current.seq else []
+        last = after or 0
+        while True:
+            for event in backlog:
+                if event.seq <= last:
+                    continue
+                yield event
+                last = event.seq
+                if event.job.status.is_terminal:
+                    return
+            item = await subscription.next(RESYNC_AFTER_S)
+            if isinstance(item, JobEvent) and item.seq <= last + 1:
+                backlog = [item]
+            else:
+                # A gap, a reconnect of the hub, or a quiet spell: the stream knows.
+                backlog = await store.read_events(job_id, last)

@@ -1,0 +1,54 @@
+"""Progress reports from inside a pool process, straight to Redis.
+
+A task function that takes a `report` argument gets a callable that records
+its progress (0..1) with the same atomic script as every other change, over
+the pool process's own Redis connection, at most about ten times a second.
+Progress is best effort: a failed report never fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+import redis
+
+from factq import lua
+from factq.names import Names
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[float], None]
+
+MIN_INTERVAL_S: Final = 0.1
+
+
+class ProgressReporter:
+    """One per pool process; `for_job` makes the callable a task receives."""
+
+    def __init__(self, redis_url: str, namespace: str) -> None:
+        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self._script = self._redis.register_script(lua.script("progress"))
+        self._names = Names(namespace)
+
+    def for_job(self, job_id: str, min_interval_s: float = MIN_INTERVAL_S) -> Report:
+        keys = [self._names.job(job_id), self._names.events(job_id)]
+        channel = self._names.events_channel
+        last_sent = float("-inf")
+        last_fraction = -1.0
+
+        def report(fraction: float) -> None:
+            nonlocal last_sent, last_fraction
+            fraction = round(min(max(float(fraction), 0.0), 1.0), 4)
+            now = time.monotonic()
+            if fraction <= last_fraction or now - last_sent < min_interval_s:
+                return
+            last_sent, last_fraction = now, fraction
+            try:
+                self._script(keys=keys, args=[channel, fraction])
+            except redis.RedisError as exc:
+                logger.warning("progress of job %s not recorded: %s", job_id, exc)
+
+        return report
