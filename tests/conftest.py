@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+import uvicorn
 
 from factq.api import create_app
 from factq.broker import Broker
@@ -18,6 +19,7 @@ from factq.settings import Settings
 from factq.store import Store
 from factq.worker import Worker
 from tests.support.backends import delete_namespace
+from tests.support.service import free_port
 
 TEST_TASKS = "tests.support.tasks"
 
@@ -115,6 +117,35 @@ async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
     async with running_worker(settings) as worker:
         yield worker
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The API served by uvicorn in this event loop, for WebSockets and streams."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[str]:
+    """host:port of the API served for real, with a worker behind it."""
+    async with live_server(settings) as address, running_worker(settings):
+        yield address
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ event to the job's stream and publishes it, all at once. Redis errors become
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -282,11 +283,13 @@ class Store:
                 f"job {job_id} is {outcome.decode()}; only a finished job can be deleted"
             )
 
-    async def control_messages(self) -> AsyncIterator[str]:
-        """Job ids published on the control channel (cancels of running jobs)."""
+    async def control_messages(self, subscribed: asyncio.Event) -> AsyncIterator[str]:
+        """Job ids published on the control channel (cancels of running jobs);
+        `subscribed` is set once none can be missed any more."""
         try:
             async with self._redis.pubsub() as pubsub:
                 await pubsub.subscribe(self.names.control_channel)
+                subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         yield _text(message["data"])

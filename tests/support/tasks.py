@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +51,19 @@ def crash(log: str) -> TaskOutput:
     os._exit(1)
 
 
+class StepsInput(BaseModel):
+    steps: int = Field(ge=1, le=100_000)
+    duration_s: float = Field(ge=0, le=60)
+
+
+def steps(steps: int, duration_s: float, report: Callable[[float], None]) -> TaskOutput:
+    """Report progress after each of `steps` equal steps spread over `duration_s`."""
+    for step in range(1, steps + 1):
+        time.sleep(duration_s / steps)
+        report(step / steps)
+    return TaskOutput(summary={"steps": steps}, formats={"text": b"done"})
+
+
 def factq_tasks(settings: Settings) -> list[Task]:
     return [
         Task(
@@ -64,6 +78,13 @@ def factq_tasks(settings: Settings) -> list[Task]:
             description="End its own pool process.",
             function=crash,
             input_model=CrashInput,
+            formats=(ResultFormat("text"),),
+        ),
+        Task(
+            name="steps",
+            description="Report progress often, for the throttle.",
+            function=steps,
+            input_model=StepsInput,
             formats=(ResultFormat("text"),),
         ),
         Task(

@@ -203,10 +203,17 @@ def _first_error(exc: ValidationError) -> str:
     return f'{prefix}{error["msg"]}; send {{"subscribe": [ids]}} or {{"unsubscribe": [ids]}}'
 
 
-async def _existing_job(job_id: str, store: StoreDep, owner: OwnerDep) -> str:
-    """Answer 404 before the stream starts, not inside it."""
+async def _stream_start(
+    job_id: str,
+    store: StoreDep,
+    owner: OwnerDep,
+    after: After = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> tuple[str, int | None]:
+    """The job and where to resume, checked before the stream starts (a 404 or
+    400 is impossible once it has)."""
     await store.get_event(checked_job_id(job_id), owner)
-    return job_id
+    return job_id, after if after is not None else _seq(last_event_id)
 
 
 @router.get(
@@ -216,18 +223,16 @@ async def _existing_job(job_id: str, store: StoreDep, owner: OwnerDep) -> str:
     responses={404: {"description": "No such job."}},
 )
 async def job_events_stream(
-    job_id: Annotated[str, Depends(_existing_job)],
+    start: Annotated[tuple[str, int | None], Depends(_stream_start)],
     store: StoreDep,
     hub: HubDep,
     owner: OwnerDep,
-    after: After = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's current state, then each change, until it ends; `id:` is the event's `seq`.
 
     A reconnecting client's `Last-Event-ID` (or `?after=`) resumes after that event.
     """
-    resume = after if after is not None else _seq(last_event_id)
+    job_id, resume = start
     async for event in follow(store, hub, job_id, owner, after=resume):
         yield ServerSentEvent(raw_data=event.model_dump_json(), id=str(event.seq))
 

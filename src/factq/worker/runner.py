@@ -75,6 +75,10 @@ class Worker:
     async def run(self) -> None:
         """Consume until `stop`, then drain: finish held jobs within the grace period."""
         assert self._broker is not None and self._pool is not None
+        # Listen for cancels before taking jobs, so that none is missed.
+        listening = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_cancels(listening))
+        await asyncio.wait_for(listening.wait(), 10)
         consumers: list[Consumer] = [
             await self._broker.consume_jobs(self._on_job, prefetch=self._pool.processes),
             await self._broker.consume_dead_letters(self._on_dead_letter),
@@ -82,7 +86,6 @@ class Worker:
         logger.info(
             "consuming %s with %d processes", self._broker.names.jobs_queue, self._pool.processes
         )
-        watcher = asyncio.create_task(self._watch_cancels())
         await self._should_exit.wait()
         logger.info("worker stopping: %d jobs in hand", len(self._running))
         for consumer in consumers:
@@ -175,10 +178,10 @@ class Worker:
 
     # Cancels.
 
-    async def _watch_cancels(self) -> None:
+    async def _watch_cancels(self, listening: asyncio.Event) -> None:
         """Stop held jobs whose cancel was asked: told on the control channel, and
         checked once a second as well, since pub/sub can drop a message."""
-        listener = asyncio.create_task(self._listen_for_cancels())
+        listener = asyncio.create_task(self._listen_for_cancels(listening))
         try:
             while True:
                 await asyncio.sleep(CANCEL_CHECK_INTERVAL_S)
@@ -190,11 +193,11 @@ class Worker:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-    async def _listen_for_cancels(self) -> None:
+    async def _listen_for_cancels(self, listening: asyncio.Event) -> None:
         assert self._store is not None
         while True:
             try:
-                async for job_id in self._store.control_messages():
+                async for job_id in self._store.control_messages(listening):
                     self._cancel_held(job_id)
             except BackendUnavailable:
                 await asyncio.sleep(1)

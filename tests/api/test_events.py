@@ -1,0 +1,277 @@
+"""Live events over real connections: WebSocket per job, multiplexed, SSE, Prefer: wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from factq.api.submission import new_job_id
+from factq.models import JobError
+from factq.settings import Settings
+from factq.store import NewJob, Store
+from factq.worker.progress import ProgressReporter
+from tests.conftest import live_server
+
+Event = dict[str, Any]
+
+
+async def submit(address: str, task: str, **inputs: Any) -> str:
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        response = await http.post("/v1/jobs", json={"task": task, "input": inputs})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def collect(url: str, *, limit: int | None = None) -> tuple[list[Event], int | None]:
+    """Events received on a job's socket until it closes (or `limit` events), and the close code."""
+    events: list[Event] = []
+    async with asyncio.timeout(30), websockets.connect(url) as socket:
+        # Iteration ends quietly on a 1000 close and raises on any other.
+        with contextlib.suppress(websockets.ConnectionClosedError):
+            async for message in socket:
+                events.append(json.loads(message))
+                if limit is not None and len(events) == limit:
+                    return events, None
+    return events, socket.close_code
+
+
+def seqs(events: list[Event]) -> list[int]:
+    return [event["seq"] for event in events]
+
+
+def statuses(events: list[Event]) -> list[str]:
+    return [event["job"]["status"] for event in events]
+
+
+async def test_after_0_replays_every_change_of_a_large_job_in_order(live: str) -> None:
+    job_id = await submit(live, "factorial", n=1_000_000)
+    events, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events?after=0")
+    assert code == 1000
+    assert seqs(events) == list(range(1, len(events) + 1))
+    assert statuses(events)[:2] == ["queued", "running"]
+    assert statuses(events)[-1] == "succeeded"
+    progress = [e["job"]["progress"] for e in events if e["job"]["status"] == "running"][1:]
+    assert progress, "the factorial of a large n reports progress"
+    assert progress == sorted(progress) and progress[0] > 0 and progress[-1] < 1
+    assert all(event["type"] == "job" and event["job"]["id"] == job_id for event in events)
+    assert events[-1]["job"]["result"]["digits"] == 5_565_709
+
+
+async def test_without_after_the_first_event_is_the_current_state(live: str) -> None:
+    job_id = await submit(live, "factorial", n=10)
+    async with httpx.AsyncClient(base_url=f"http://{live}") as http:
+        for _ in range(200):
+            if (await http.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.02)
+    # A client that connects after the job finished gets the final state and the close.
+    events, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events")
+    assert statuses(events) == ["succeeded"]
+    assert seqs(events) == [3]
+    assert code == 1000
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32, "not-an-id"])
+async def test_an_unknown_job_closes_with_4404(live: str, job_id: str) -> None:
+    events, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events")
+    assert events == []
+    assert code == 4404
+
+
+class Gate:
+    """Holds a store read until the test has changed the job, so the race really happens."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        original = getattr(Store, method)
+
+        async def held(store: Store, *args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.release.wait()
+            return await original(store, *args, **kwargs)
+
+        monkeypatch.setattr(Store, method, held)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[str]:
+    """The API without a worker: the tests move jobs along themselves."""
+    async with live_server(settings) as address:
+        yield address
+
+
+async def queued_job(store: Store) -> str:
+    job = NewJob(new_job_id(), "factorial", {"n": 5}, "")
+    await store.create_jobs([job])
+    await store.confirm_jobs([job.job_id])
+    return job.job_id
+
+
+@pytest.mark.parametrize(("query", "method"), [("", "get_event"), ("?after=0", "read_events")])
+async def test_a_change_between_subscribe_and_first_read_is_neither_lost_nor_repeated(
+    server: str, store: Store, monkeypatch: pytest.MonkeyPatch, query: str, method: str
+) -> None:
+    job_id = await queued_job(store)
+    gate = Gate(monkeypatch, method)
+    listening = asyncio.create_task(collect(f"ws://{server}/v1/jobs/{job_id}/events{query}"))
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    # Subscribed, not yet read: this change is published into the subscription.
+    await store.mark_running(job_id)
+    await asyncio.sleep(0.1)
+    gate.release.set()
+    await asyncio.sleep(0.1)
+    await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
+    events, code = await listening
+    expected = [2, 3] if query == "" else [1, 2, 3]
+    assert seqs(events) == expected
+    assert statuses(events)[-2:] == ["running", "succeeded"]
+    assert code == 1000
+
+
+async def test_a_dropped_connection_resumes_with_after_without_gap_or_repeat(
+    server: str, store: Store, settings: Settings
+) -> None:
+    job_id = await queued_job(store)
+    first, _ = await collect(f"ws://{server}/v1/jobs/{job_id}/events?after=0", limit=1)
+    # Changes while the client is away.
+    await store.mark_running(job_id)
+    report = ProgressReporter(settings.redis_url.get_secret_value(), settings.namespace)
+    progress = report.for_job(job_id, min_interval_s=0)
+    for fraction in (0.25, 0.5):
+        progress(fraction)
+    second, _ = await collect(
+        f"ws://{server}/v1/jobs/{job_id}/events?after={seqs(first)[-1]}", limit=3
+    )
+    resumed_at = seqs(second)[-1]
+    url = f"ws://{server}/v1/jobs/{job_id}/events?after={resumed_at}"
+    third = asyncio.create_task(collect(url))
+    await asyncio.sleep(0.2)
+    progress(0.75)
+    await store.mark_failed(job_id, JobError(type="task_error", message="bad input"))
+    rest, code = await third
+    everything = first + second + rest
+    assert seqs(everything) == list(range(1, 7))
+    assert statuses(everything) == ["queued", "running", "running", "running", "running", "failed"]
+    assert [e["job"]["progress"] for e in everything[2:5]] == [0.25, 0.5, 0.75]
+    assert code == 1000
+
+
+async def test_the_multiplexed_socket_carries_the_same_events(live: str) -> None:
+    job_id = await submit(live, "factorial", n=1_000_000)
+    direct = asyncio.create_task(collect(f"ws://{live}/v1/jobs/{job_id}/events?after=0"))
+    multiplexed: list[Event] = []
+    async with asyncio.timeout(30), websockets.connect(f"ws://{live}/v1/events") as socket:
+        await socket.send(json.dumps({"subscribe": [job_id]}))
+        while not multiplexed or multiplexed[-1]["job"]["status"] != "succeeded":
+            multiplexed.append(json.loads(await socket.recv()))
+        # The socket stays open after a job ends, for more subscriptions.
+        await socket.send(json.dumps({"subscribe": [job_id]}))
+        again = json.loads(await socket.recv())
+    events, _ = await direct
+    by_seq = {event["seq"]: event for event in events}
+    assert seqs(multiplexed) == sorted(set(seqs(multiplexed)))
+    assert all(by_seq[event["seq"]] == event for event in multiplexed)
+    assert again == events[-1]
+
+
+async def test_the_multiplexed_socket_reports_unknown_jobs_and_bad_messages(live: str) -> None:
+    unknown = "f" * 32
+    async with asyncio.timeout(10), websockets.connect(f"ws://{live}/v1/events") as socket:
+        await socket.send(json.dumps({"subscribe": [unknown]}))
+        error = json.loads(await socket.recv())
+        await socket.send("not json")
+        bad = json.loads(await socket.recv())
+        await socket.send(json.dumps({"subscribe": "not a list"}))
+        worse = json.loads(await socket.recv())
+        # Still serving.
+        job_id = await submit(live, "factorial", n=5)
+        await socket.send(json.dumps({"subscribe": [job_id]}))
+        first = json.loads(await socket.recv())
+    assert error["type"] == "error" and error["id"] == unknown
+    assert error["error"]["type"] == "not_found"
+    assert bad["type"] == "error" and bad["error"]["type"] == "invalid_request"
+    assert worse["error"]["type"] == "invalid_request"
+    assert first["type"] == "job" and first["job"]["id"] == job_id
+
+
+async def sse_events(
+    address: str, job_id: str, headers: dict[str, str] | None = None, query: str = ""
+) -> list[Event]:
+    events: list[Event] = []
+    url = f"http://{address}/v1/jobs/{job_id}/events{query}"
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("GET", url, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event_id = None
+        async for line in response.aiter_lines():
+            if line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+        assert event_id == events[-1]["seq"]
+    return events
+
+
+async def test_sse_streams_the_events_and_ends(live: str) -> None:
+    job_id = await submit(live, "factorial", n=300_000)
+    events = await sse_events(live, job_id, {"Accept": "application/json"})
+    assert statuses(events)[-1] == "succeeded"
+    assert seqs(events) == list(range(seqs(events)[0], seqs(events)[-1] + 1))
+    resumed = await sse_events(live, job_id, {"Last-Event-ID": "2"})
+    assert seqs(resumed) == list(range(3, seqs(events)[-1] + 1))
+    replayed = await sse_events(live, job_id, query="?after=0")
+    assert seqs(replayed)[0] == 1
+
+
+async def test_sse_for_an_unknown_job_is_a_404(live: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{live}") as http:
+        response = await http.get(f"/v1/jobs/{'a' * 32}/events")
+        bad = await http.get(
+            f"/v1/jobs/{await submit(live, 'factorial', n=1)}/events",
+            headers={"Last-Event-ID": "x"},
+        )
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found"
+    assert bad.status_code == 400
+
+
+async def test_prefer_wait_answers_with_the_finished_job(live: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{live}", timeout=30) as http:
+        body = {"task": "factorial", "input": {"n": 1000}}
+        response = await http.post("/v1/jobs", json=body, headers={"Prefer": "wait=5"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    assert response.headers["preference-applied"] == "wait=5"
+    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
+
+
+async def test_prefer_wait_gives_up_after_the_wait(live: str, execution_log: str) -> None:
+    body = {"task": "record", "input": {"tag": "slow", "log": execution_log, "sleep_s": 5}}
+    async with httpx.AsyncClient(base_url=f"http://{live}", timeout=30) as http:
+        started = asyncio.get_running_loop().time()
+        response = await http.post("/v1/jobs", json=body, headers={"Prefer": "wait=0.5"})
+        elapsed = asyncio.get_running_loop().time() - started
+    assert response.status_code == 202
+    assert response.json()["status"] in {"queued", "running"}
+    assert 0.5 <= elapsed < 3
+
+
+async def test_progress_is_throttled_to_about_ten_a_second(live: str) -> None:
+    job_id = await submit(live, "steps", steps=1000, duration_s=1.0)
+    events, _ = await collect(f"ws://{live}/v1/jobs/{job_id}/events?after=0")
+    progress = [
+        e for e in events if e["job"]["status"] == "running" and e["job"]["progress"] is not None
+    ]
+    assert 5 <= len(progress) <= 13
+    assert events[-1]["job"]["progress"] == 1
