@@ -127,7 +127,6 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):
