@@ -29,9 +29,13 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    base_url: str
+    base_urls: list[str]
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
 
     def log_text(self) -> str:
         return "\n".join(
@@ -55,17 +59,18 @@ def environment(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def running_service(
-    settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2
+    settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2, apis: int = 1
 ) -> Iterator[Service]:
-    """Start the API and `workers` worker processes; stop them all with SIGTERM on exit."""
-    port = free_port()
-    service = Service(f"http://127.0.0.1:{port}", logs)
+    """Start `apis` API and `workers` worker processes; stop them all with SIGTERM on exit."""
+    ports = [free_port() for _ in range(apis)]
+    service = Service([f"http://127.0.0.1:{port}" for port in ports], logs)
     env = environment(settings)
     factq = [sys.executable, "-m", "factq"]
     commands = {
         f"worker-{i}": [*factq, "worker", "--concurrency", str(concurrency)] for i in range(workers)
     }
-    commands["api"] = [*factq, "api", "--port", str(port)]
+    for i, port in enumerate(ports):
+        commands["api" if i == 0 else f"api-{i}"] = [*factq, "api", "--port", str(port)]
     try:
         for name, command in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
@@ -93,8 +98,8 @@ def _wait_ready(service: Service, *, consumers: int, timeout_s: float = 30.0) ->
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}\n{service.log_text()}")
         try:
-            ready = httpx.get(f"{service.base_url}/readyz", timeout=2)
-            if ready.status_code == 200 and ready.json()["consumers"] >= consumers:
+            answers = [httpx.get(f"{url}/readyz", timeout=2) for url in service.base_urls]
+            if all(r.status_code == 200 and r.json()["consumers"] >= consumers for r in answers):
                 return
         except httpx.HTTPError:
             pass
