@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     namespace: str = Field("factq", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_max_connections: int = Field(100, ge=2)
 
     # Tasks and their limits.
     max_n: int = Field(1_000_000, ge=0)

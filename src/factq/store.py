@@ -39,6 +39,7 @@ from factq.settings import Settings
 logger = logging.getLogger(__name__)
 
 RESULT_CHUNK_BYTES = 64 * 1024
+POOL_WAIT_S = 10.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -109,12 +110,17 @@ class Store:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Store]:
         """A store with its own connection pool, closed on exit."""
-        client = redis.Redis.from_url(
+        # A bounded pool that makes a request wait for a free connection,
+        # rather than fail, when many arrive at once.
+        pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url.get_secret_value(),
+            max_connections=settings.redis_max_connections,
+            timeout=POOL_WAIT_S,
             socket_connect_timeout=5,
             socket_timeout=30,
             health_check_interval=15,
         )
+        client = redis.Redis.from_pool(pool)
         try:
             yield cls(client, settings)
         finally:
