@@ -14,8 +14,9 @@ run: install services  ## API and a worker on http://$(HOST):$(PORT)
 test: install services  ## lint, type-check, the test suite, and the compose file
 	bash scripts/test.sh
 
-bench: install services  ## speed figures, as a table
+bench: install services  ## speed figures, as tables of medians
 	PYTHONPATH=. $(BIN)/python -m bench.pipeline
+	PYTHONPATH=. $(BIN)/python -m bench.websockets_fanout
 
 lint: install
 	$(BIN)/ruff check src tests bench

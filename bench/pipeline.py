@@ -18,7 +18,9 @@ from pathlib import Path
 import gmpy2
 import httpx
 
+from factq.settings import Settings
 from factq.tasks.factorial import factorial
+from factq.worker.progress import ProgressReporter
 from tests.conftest import make_settings
 from tests.support.backends import delete_namespace
 from tests.support.service import running_service
@@ -73,17 +75,35 @@ async def batch_throughput(http: httpx.AsyncClient, jobs: int, n: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def compute_only(n: int) -> float:
+def compute_only(n: int, report: Callable[[float], None] | None = None) -> float:
     started = time.perf_counter()
-    factorial(n)
+    factorial(n, report)
     return time.perf_counter() - started
+
+
+def progress_cost(settings: Settings, n: int, runs: int) -> tuple[str, str, str]:
+    """factorial(n) reporting progress to Redis against not reporting, alternated."""
+    reporter = ProgressReporter(settings.redis_url.get_secret_value(), settings.namespace)
+    plain, reporting = [], []
+    for _ in range(runs):
+        plain.append(compute_only(n))
+        # A fresh callable each run, so the throttle lets the reports through.
+        reporting.append(compute_only(n, reporter.for_job("0" * 32)))
+    ratio = statistics.median(reporting) / statistics.median(plain)
+    return (
+        f"factorial({n}) with progress reports vs without",
+        median_ms(reporting),
+        f"{ratio:.2f}x",
+    )
 
 
 def median_ms(samples: list[float]) -> str:
     return f"{statistics.median(samples) * 1000:.0f} ms"
 
 
-async def measure(base_url: str, runs: int, n: int) -> list[tuple[str, str, str]]:
+async def measure(
+    settings: Settings, base_url: str, runs: int, n: int
+) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         await compat_latency(http, n)  # warm up the pool processes
@@ -97,6 +117,7 @@ async def measure(base_url: str, runs: int, n: int) -> list[tuple[str, str, str]
         rows.append((f"GET /factorial?no={n} -> result done", median_ms(compat), f"{ratio:.1f}x"))
         ratio = statistics.median(v1) / statistics.median(compute)
         rows.append((f"POST /v1/jobs n={n} -> succeeded", median_ms(v1), f"{ratio:.1f}x"))
+        rows.append(progress_cost(settings, 1_000_000, max(3, runs // 3)))
         throughput = [await batch_throughput(http, 1000, 100) for _ in range(3)]
         rows.append(
             ("batch of 1000 x factorial(100), jobs/s", f"{statistics.median(throughput):.0f}", "")
@@ -118,7 +139,7 @@ def main() -> None:
                 settings, Path(logs), workers=1, concurrency=os.cpu_count() or 1
             ) as service,
         ):
-            rows = asyncio.run(measure(service.base_url, args.runs, args.n))
+            rows = asyncio.run(measure(settings, service.base_url, args.runs, args.n))
     finally:
         asyncio.run(delete_namespace(settings))
     print(f"\nfactq pipeline on {os.cpu_count()} cores, medians of {args.runs} runs\n")
