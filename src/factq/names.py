@@ -25,6 +25,13 @@ class Names:
     def result(self, job_id: str, fmt: str) -> str:
         return f"{self.namespace}:result:{{{job_id}}}:{fmt}"
 
+    def owner_jobs(self, owner: str) -> str:
+        """Sorted set of an owner's job ids, scored by submission order."""
+        return f"{self.namespace}:owner:{owner or '-'}:jobs"
+
+    def owner_counter(self, owner: str) -> str:
+        return f"{self.namespace}:owner:{owner or '-'}:count"
+
     @property
     def events_channel(self) -> str:
         return f"{self.namespace}:events"

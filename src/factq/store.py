@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 RESULT_CHUNK_BYTES = 64 * 1024
 POOL_WAIT_S = 10.0
+# A filtered listing reads at most this many index entries per job it returns.
+LIST_SCAN_FACTOR = 10
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -134,7 +136,8 @@ class Store:
 
     @_backend_errors
     async def create_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Store new queued jobs, with the provisional TTL, in one round trip."""
+        """Store new queued jobs, with the provisional TTL, and index them by owner."""
+        await self._index_jobs(jobs)
         async with self._redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 await self._scripts["create"](
@@ -156,6 +159,61 @@ class Store:
                 raise FactqError(f"job id {job.job_id} is already taken")
             created.append(Job.from_fields(_fields(flat)))
         return created
+
+    async def _index_jobs(self, jobs: Sequence[NewJob]) -> None:
+        # Scores from a per-owner counter: unique, and in submission order.
+        by_owner: dict[str, list[str]] = {}
+        for job in jobs:
+            by_owner.setdefault(job.owner, []).append(job.job_id)
+        for owner, job_ids in by_owner.items():
+            last = await self._redis.incrby(self.names.owner_counter(owner), len(job_ids))
+            first = last - len(job_ids) + 1
+            index = self.names.owner_jobs(owner)
+            # The index outlives its newest job's result; stale entries are
+            # dropped as they are read.
+            keep_s = 2 * self._settings.result_ttl_s
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
+                pipe.expire(index, keep_s)
+                pipe.expire(self.names.owner_counter(owner), keep_s)
+                await pipe.execute()
+
+    @_backend_errors
+    async def list_jobs(
+        self, owner: str, *, status: JobStatus | None, limit: int, cursor: int | None
+    ) -> tuple[list[Job], int | None]:
+        """The owner's jobs, newest first, after `cursor`; and the cursor of the next page."""
+        index = self.names.owner_jobs(owner)
+        upper = f"({cursor}" if cursor is not None else "+inf"
+        found: list[Job] = []
+        budget = limit * LIST_SCAN_FACTOR
+        while budget > 0:
+            entries: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(  # type: ignore[assignment]
+                index, upper, "-inf", start=0, num=min(budget, 200), withscores=True
+            )
+            if not entries:
+                return found, None
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, _ in entries:
+                    pipe.hgetall(self.names.job(_text(job_id)))
+                hashes = await pipe.execute()
+            stale = []
+            for (job_id, score), raw in zip(entries, hashes, strict=True):
+                budget -= 1
+                upper = f"({int(score)}"
+                if not raw:
+                    stale.append(job_id)
+                    continue
+                job = Job.from_fields({_text(k): _text(v) for k, v in raw.items()})
+                if status is None or job.status is status:
+                    found.append(job)
+                if len(found) == limit:
+                    break
+            if stale:
+                await self._redis.zrem(index, *stale)
+            if len(found) == limit:
+                break
+        return found, int(upper[1:])
 
     @_backend_errors
     async def confirm_jobs(self, job_ids: Sequence[str]) -> None:

@@ -47,6 +47,35 @@ class JobList(BaseModel):
     jobs: list[Job]
 
 
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+@router.get("/jobs", response_model=JobPage, summary="Your jobs, newest first")
+async def list_jobs(
+    store: StoreDep,
+    owner: OwnerDep,
+    status_filter: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs with this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(description="`next_cursor` of the previous page.", max_length=40)
+    ] = None,
+) -> JobPage:
+    """The caller's jobs, newest first, a page at a time; `next_cursor` is null at the end."""
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidRequest("cursor must be a next_cursor from a previous page")
+    jobs, after = await store.list_jobs(
+        owner,
+        status=status_filter,
+        limit=limit,
+        cursor=int(cursor) if cursor is not None else None,
+    )
+    return JobPage(jobs=jobs, next_cursor=str(after) if after is not None else None)
+
+
 @router.post(
     "/jobs",
     status_code=status.HTTP_202_ACCEPTED,

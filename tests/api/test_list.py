@@ -1,0 +1,87 @@
+"""GET /v1/jobs: the caller's jobs, newest first, paged with a cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from factq.models import JobError
+from factq.store import Store
+from tests.conftest import api_client
+
+
+async def submit_many(client: httpx.AsyncClient, count: int) -> list[str]:
+    body = {"jobs": [{"task": "factorial", "input": {"n": n}} for n in range(count)]}
+    response = await client.post("/v1/jobs/batch", json=body)
+    return [job["id"] for job in response.json()["jobs"]]
+
+
+async def pages(client: httpx.AsyncClient, **params: str | int) -> list[list[dict[str, Any]]]:
+    result = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/v1/jobs", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        result.append(page["jobs"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return result
+
+
+async def test_paging_returns_every_job_once_newest_first(client: httpx.AsyncClient) -> None:
+    first = await submit_many(client, 7)
+    single = (await client.post("/v1/jobs", json={"task": "factorial", "input": {"n": 1}})).json()
+    second = await submit_many(client, 5)
+    listed = await pages(client, limit=3)
+    ids = [job["id"] for page in listed for job in page]
+    assert ids == list(reversed([*first, single["id"], *second]))
+    assert all(len(page) <= 3 for page in listed)
+
+
+async def test_status_filter(client: httpx.AsyncClient, store: Store) -> None:
+    ids = await submit_many(client, 6)
+    for job_id in ids[:2]:
+        await store.mark_failed(job_id, JobError(type="task_error", message="x"))
+    failed = [job for page in await pages(client, status="failed", limit=1) for job in page]
+    assert [job["id"] for job in failed] == list(reversed(ids[:2]))
+    queued = [job for page in await pages(client, status="queued") for job in page]
+    assert {job["id"] for job in queued} == set(ids[2:])
+
+
+async def test_deleted_and_expired_jobs_drop_out_of_the_list(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    ids = await submit_many(client, 3)
+    await store._redis.delete(store.names.job(ids[1]))
+    listed = [job["id"] for page in await pages(client) for job in page]
+    assert listed == [ids[2], ids[0]]
+    assert await store._redis.zcard(store.names.owner_jobs("")) == 2
+
+
+async def test_another_owners_jobs_are_not_listed(client: httpx.AsyncClient, store: Store) -> None:
+    from factq.api.submission import new_job_id
+    from factq.store import NewJob
+
+    mine = await submit_many(client, 2)
+    await store.create_jobs([NewJob(new_job_id(), "factorial", {"n": 1}, "someone-else")])
+    listed = [job["id"] for page in await pages(client) for job in page]
+    assert listed == list(reversed(mine))
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 101}, {"status": "done"}, {"cursor": "abc"}]
+)
+async def test_bad_parameters_are_a_400(client: httpx.AsyncClient, params: dict[str, Any]) -> None:
+    response = await client.get("/v1/jobs", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request"
+
+
+async def test_an_empty_list(settings_factory) -> None:
+    async with api_client(settings_factory()) as client:
+        response = await client.get("/v1/jobs")
+    assert response.json() == {"jobs": [], "next_cursor": None}
