@@ -20,5 +20,15 @@ elif [[ "${CI:-}" == true ]]; then
 else
   echo "docker-compose not installed; skipping the compose.yaml check"
 fi
+echo "== browser"
+# The browser tests drive Debian's chromium (never a downloaded browser).
+if ! command -v chromium >/dev/null && [[ $(id -u) == 0 && -f /etc/debian_version ]]; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null
+fi
+if command -v chromium >/dev/null; then
+  chromium --version
+elif [[ "${CI:-}" == true ]]; then
+  echo "chromium is missing; CI needs it for the browser tests" >&2; exit 1
+fi
 echo "== pytest"
 $bin/pytest "$@"
