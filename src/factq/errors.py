@@ -7,6 +7,7 @@ FactqError
 ├── InvalidInput                a request or task input is not acceptable
 ├── InvalidRequest              a query parameter is not acceptable
 ├── UnknownTask                 no task of that name is registered
+    ├── InvalidWebhook              a webhook URL that may not be used
 ├── JobNotFound                 unknown job, or another owner's job
 ├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
 └── JobStateConflict            the job's status does not allow the operation
@@ -54,6 +55,10 @@ class QueueFull(FactqError):
 
 class InvalidInput(FactqError):
     type = "invalid_input"
+
+
+class InvalidWebhook(FactqError):
+    type = "invalid_webhook"
 
 
 class InvalidRequest(FactqError):

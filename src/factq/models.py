@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from factq.webhooks import WebhookState
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -55,6 +57,7 @@ class Job(BaseModel):
     error: JobError | None = None
     result: dict[str, Any] | None = None
     metrics: JobMetrics = Field(default_factory=JobMetrics)
+    webhook: WebhookState | None = None
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Job:
@@ -83,7 +86,15 @@ class Job(BaseModel):
                 queue_s=_seconds_between(created, started),
                 run_s=_seconds_between(started, finished),
             ),
+            webhook=_webhook(fields),
         )
+
+
+def _webhook(fields: dict[str, str]) -> WebhookState | None:
+    if "webhook" not in fields:
+        return None
+    deliveries = json.loads(fields.get("webhook_log", "[]"))
+    return WebhookState(**json.loads(fields["webhook"]), deliveries=deliveries or [])
 
 
 def _timestamp(value: str | None) -> datetime | None:

@@ -37,6 +37,11 @@ class Names:
         return f"{self.namespace}:events"
 
     @property
+    def webhooks(self) -> str:
+        """Stream of webhook deliveries waiting to be sent, read by a consumer group."""
+        return f"{self.namespace}:webhooks"
+
+    @property
     def control_channel(self) -> str:
         return f"{self.namespace}:control"
 

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     # Credentials.
     worker_token: SecretStr = SecretStr("")
 
+    # Webhooks.
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_retry_base_s: float = Field(1.0, gt=0)
+
     # Processes.
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)

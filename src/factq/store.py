@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from factq import lua
@@ -35,11 +35,13 @@ from factq.errors import (
 from factq.models import Job, JobError, JobEvent, JobStatus
 from factq.names import Names
 from factq.settings import Settings
+from factq.webhooks import WebhookDelivery, WebhookRequest
 
 logger = logging.getLogger(__name__)
 
 RESULT_CHUNK_BYTES = 64 * 1024
 POOL_WAIT_S = 10.0
+WEBHOOK_GROUP = "senders"
 # A filtered listing reads at most this many index entries per job it returns.
 LIST_SCAN_FACTOR = 10
 
@@ -64,6 +66,28 @@ class NewJob:
     task: str
     input: dict[str, Any]
     owner: str
+    webhook: WebhookRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTask:
+    """One event to deliver to a job's webhook."""
+
+    entry_id: str
+    job_id: str
+    type: str
+    seq: int
+    job: Job
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> WebhookTask:
+        return cls(
+            entry_id=_text(entry_id),
+            job_id=_text(fields[b"job_id"]),
+            type=_text(fields[b"type"]),
+            seq=int(fields[b"seq"]),
+            job=Job.from_fields(json.loads(fields[b"job"])),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +129,16 @@ class Store:
         self.names = Names(settings.namespace)
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(lua.script(name))
-            for name in ("create", "confirm", "start", "finish", "cancel", "delete", "lost")
+            for name in (
+                "create",
+                "confirm",
+                "start",
+                "finish",
+                "cancel",
+                "delete",
+                "lost",
+                "webhook_log",
+            )
         }
 
     @classmethod
@@ -149,6 +182,11 @@ class Store:
                         job.task,
                         json.dumps(job.input, separators=(",", ":")),
                         job.owner,
+                        *(
+                            [job.webhook.model_dump_json(), self.names.webhooks]
+                            if job.webhook
+                            else []
+                        ),
                     ],
                     client=pipe,
                 )
@@ -359,6 +397,48 @@ class Store:
                         yield _text(message["data"])
         except (RedisError, OSError) as exc:
             raise BackendUnavailable("Redis is unavailable") from exc
+
+    # Webhook deliveries: a stream read by the workers' consumer group.
+
+    @_backend_errors
+    async def ensure_webhook_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(
+                self.names.webhooks, WEBHOOK_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @_backend_errors
+    async def next_webhooks(
+        self, consumer: str, *, count: int, block_ms: int, min_idle_ms: int
+    ) -> list[WebhookTask]:
+        """Deliveries for this consumer: those another consumer left unfinished
+        for min_idle_ms (it died), else new ones, waiting up to block_ms."""
+        _, claimed, _ = await self._redis.xautoclaim(
+            self.names.webhooks, WEBHOOK_GROUP, consumer, min_idle_ms, count=count
+        )
+        entries: Any = claimed
+        if not entries:
+            streams: Any = await self._redis.xreadgroup(
+                WEBHOOK_GROUP, consumer, {self.names.webhooks: ">"}, count=count, block=block_ms
+            )
+            entries = streams[0][1] if streams else []
+        return [WebhookTask.from_entry(entry_id, fields) for entry_id, fields in entries if fields]
+
+    @_backend_errors
+    async def finish_webhook(self, task: WebhookTask) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.names.webhooks, WEBHOOK_GROUP, task.entry_id)
+            pipe.xdel(self.names.webhooks, task.entry_id)
+            await pipe.execute()
+
+    @_backend_errors
+    async def log_webhook_attempt(self, job_id: str, attempt: WebhookDelivery) -> None:
+        await self._scripts["webhook_log"](
+            keys=[self.names.job(job_id)], args=[attempt.model_dump_json()]
+        )
 
     # Results.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -44,4 +44,13 @@ async def until(predicate: Callable[[], object], *, timeout_s: float = 10.0) -> 
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"still not true after {timeout_s} s: {predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def until_true(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 10.0) -> None:
+    """Wait until await check() is true; fail the test past the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout_s} s: {check}")
         await asyncio.sleep(0.02)

@@ -22,6 +22,7 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.JobStateConflict: 409,
     errors.InvalidInput: 422,
     errors.UnknownTask: 422,
+    errors.InvalidWebhook: 422,
     errors.BackendUnavailable: 503,
     errors.QueueFull: 503,
 }

@@ -20,7 +20,14 @@ from factq.api.deps import (
     StoreDep,
     checked_job_id,
 )
-from factq.api.submission import BatchRequest, JobRequest, enqueue, validate_batch, validate_request
+from factq.api.submission import (
+    BatchRequest,
+    JobRequest,
+    check_webhooks,
+    enqueue,
+    validate_batch,
+    validate_request,
+)
 from factq.errors import InvalidInput, InvalidRequest, JobCancelled, JobFailed, NotFinished
 from factq.events import follow
 from factq.models import Job, JobStatus
@@ -86,6 +93,7 @@ async def list_jobs(
 async def submit_job(
     body: JobRequest,
     response: Response,
+    settings: SettingsDep,
     store: StoreDep,
     broker: BrokerDep,
     registry: RegistryDep,
@@ -101,7 +109,9 @@ async def submit_job(
     With `Prefer: wait=S` the answer waits until the job ends (200 with the
     finished job) or S seconds pass (202 as usual).
     """
-    [job] = await enqueue(store, broker, [validate_request(body, registry, owner)])
+    new = validate_request(body, registry, owner)
+    await check_webhooks([new], settings)
+    [job] = await enqueue(store, broker, [new])
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     wait_s = preferred_wait_s(prefer)
     if wait_s is None:
@@ -137,6 +147,7 @@ async def submit_batch(
     if len(body.jobs) > settings.max_batch:
         raise InvalidInput(f"a batch holds at most {settings.max_batch} jobs, not {len(body.jobs)}")
     jobs = validate_batch(body.jobs, registry, owner)
+    await check_webhooks(jobs, settings)
     return JobList(jobs=await enqueue(store, broker, jobs))
 
 

@@ -10,10 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factq.broker import Broker, JobMessage
-from factq.errors import FactqError, InvalidInput
+from factq.errors import FactqError, InvalidInput, InvalidWebhook
 from factq.models import Job
+from factq.settings import Settings
 from factq.store import NewJob, Store
 from factq.tasks import TaskRegistry
+from factq.webhooks import WebhookRequest, allowed_hosts, check_destination
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ class JobRequest(BaseModel):
 
     task: str = Field(description="A task name from GET /v1/tasks.", max_length=200)
     input: dict[str, Any] = Field(description="The task's input, as its input schema says.")
+    webhook: WebhookRequest | None = Field(
+        None, description="POST these events of the job to this URL, signed."
+    )
 
 
 class BatchRequest(BaseModel):
@@ -46,7 +51,32 @@ def new_job_id() -> str:
 def validate_request(request: JobRequest, registry: TaskRegistry, owner: str) -> NewJob:
     """A new job for a well-formed request, or `UnknownTask` / `InvalidInput`."""
     task = registry.get_task(request.task)
-    return NewJob(new_job_id(), task.name, task.validate_input(request.input), owner)
+    return NewJob(
+        new_job_id(), task.name, task.validate_input(request.input), owner, request.webhook
+    )
+
+
+async def check_webhooks(jobs: Sequence[NewJob], settings: Settings) -> None:
+    """Refuse webhooks while no secret signs them, and those to forbidden destinations."""
+    problems: list[dict[str, Any]] = []
+    allowed = allowed_hosts(settings.webhook_allowed_hosts)
+    for index, job in enumerate(jobs):
+        if job.webhook is None:
+            continue
+        try:
+            if not settings.webhook_secret.get_secret_value():
+                raise InvalidWebhook("webhooks are off here: FACTQ_WEBHOOK_SECRET is not set")
+            await check_destination(job.webhook.url, allowed)
+        except InvalidWebhook as exc:
+            problems.append({"index": index, "loc": "webhook.url", "message": exc.message})
+    if len(jobs) == 1 and problems:
+        raise InvalidWebhook(problems[0]["message"])
+    if problems:
+        raise InvalidWebhook(
+            f"{len(problems)} of {len(jobs)} jobs have a webhook that may not be used; "
+            "no job was queued",
+            details=problems,
+        )
 
 
 def validate_batch(items: Sequence[Any], registry: TaskRegistry, owner: str) -> list[NewJob]:

@@ -9,12 +9,12 @@ if not job[1] or job[2] ~= ARGV[3] then return {'missing', {}} end
 if TERMINAL[job[1]] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
 if job[1] == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now())
-  local flat = emit(ARGV[1])
+  local flat = emit(ARGV[1], 'completed')
   keep(tonumber(ARGV[2]))
   return {'cancelled', flat}
 end
 if job[3] == '1' then return {'requested', redis.call('HGETALL', KEYS[1])} end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-local flat = emit(ARGV[1])
+local flat = emit(ARGV[1], 'cancel_requested')
 redis.call('PUBLISH', ARGV[4], redis.call('HGET', KEYS[1], 'id'))
 return {'requested', flat}

@@ -1,11 +1,15 @@
 -- A new job, queued. It lives only provisional_ttl seconds until `confirm`
 -- runs after the broker confirmed its message: a job whose publish never
 -- completed vanishes on its own.
--- ARGV: channel, provisional_ttl, job_id, task, input_json, owner
+-- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, and for a
+-- job with a webhook, its JSON and the stream of deliveries to send.
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 redis.call('HSET', KEYS[1],
   'id', ARGV[3], 'task', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6],
   'status', 'queued', 'created_at', now(), 'attempts', 0, 'cancel_requested', 0)
-local flat = emit(ARGV[1])
+if ARGV[7] and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8])
+end
+local flat = emit(ARGV[1], 'queued')
 keep(tonumber(ARGV[2]))
 return flat

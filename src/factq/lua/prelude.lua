@@ -23,16 +23,32 @@ local function keep(ttl)
   end
 end
 
+-- Fields that never leave Redis.
+local INTERNAL = {'owner', 'webhook_stream', 'lost'}
+
 -- Count the change, append the job's new state to its event log and publish
--- it: the write and its event happen together or not at all.
-local function emit(channel)
+-- it: the write and its event happen together or not at all. kind is what
+-- changed: queued, started, progress, completed or cancel_requested; a job
+-- whose webhook asked for that kind also gets a delivery queued, in the same
+-- step, for the workers to send.
+local function emit(channel, kind)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   local flat = redis.call('HGETALL', KEYS[1])
   local job = job_map(flat)
-  job['owner'] = nil
+  local stream = job['webhook_stream']
+  for _, field in ipairs(INTERNAL) do job[field] = nil end
   local encoded = cjson.encode(job)
   redis.call('XADD', KEYS[2], seq .. '-0', 'job', encoded)
   redis.call('PUBLISH', channel,
     '{"job_id":' .. cjson.encode(job['id']) .. ',"seq":' .. seq .. ',"job":' .. encoded .. '}')
+  if stream and job['webhook'] then
+    local wanted = cjson.decode(job['webhook'])['events']
+    for _, event in ipairs(wanted) do
+      if event == kind then
+        redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*',
+          'job_id', job['id'], 'type', 'job.' .. kind, 'seq', seq, 'job', encoded)
+      end
+    end
+  end
   return flat
 end

@@ -2,5 +2,5 @@
 -- ARGV: channel, fraction
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2])
-emit(ARGV[1])
+emit(ARGV[1], 'progress')
 return true

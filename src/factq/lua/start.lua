@@ -8,13 +8,13 @@ if TERMINAL[status] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
 local at = now()
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', at)
-  local flat = emit(ARGV[1])
+  local flat = emit(ARGV[1], 'completed')
   keep(tonumber(ARGV[2]))
   return {'cancelled', flat}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', at)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HDEL', KEYS[1], 'progress', 'lost')
-local flat = emit(ARGV[1])
+local flat = emit(ARGV[1], 'started')
 keep(0)
 return {'started', flat}

@@ -26,6 +26,7 @@ from factq.store import StartOutcome, Store
 from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
 from factq.worker.retry import retry_backend
+from factq.worker.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class Worker:
             await self._broker.consume_jobs(self._on_job, prefetch=self._pool.processes),
             await self._broker.consume_dead_letters(self._on_dead_letter),
         ]
+        assert self._store is not None
+        webhooks = asyncio.create_task(
+            WebhookSender(self._store, self.settings).run(self._should_exit)
+        )
         logger.info(
             "consuming %s with %d processes", self._broker.names.jobs_queue, self._pool.processes
         )
@@ -93,6 +98,12 @@ class Worker:
         await self._drain()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        try:
+            await asyncio.wait_for(webhooks, self.settings.webhook_timeout_s + 5)
+        except TimeoutError:
+            logger.warning(
+                "webhook deliveries still running at exit; another worker will send them"
+            )
 
     async def _drain(self) -> None:
         running = [held.task for held in self._running.values()]

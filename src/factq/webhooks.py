@@ -1,0 +1,117 @@
+"""Webhooks: what a job asks for, where deliveries may go, and how they are signed.
+
+Deliveries are queued by the state-change scripts themselves (see `emit` in
+`lua/prelude.lua`) and sent by the workers (`factq.worker.webhooks`), so the
+API stays light and a job's completion never waits for a receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+from standardwebhooks import Webhook
+
+from factq.errors import InvalidWebhook
+
+WebhookEvent = Literal["started", "progress", "completed"]
+
+RESOLVE_TIMEOUT_S = 5.0
+
+
+def _completed_only() -> list[WebhookEvent]:
+    return ["completed"]
+
+
+class WebhookRequest(BaseModel):
+    """Where to POST a job's events, and which ones (`completed` is any final state)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048, examples=["https://example.com/hooks/factq"])
+    events: list[WebhookEvent] = Field(default_factory=_completed_only, min_length=1)
+
+
+class WebhookDelivery(BaseModel):
+    """One attempt to deliver one event."""
+
+    type: str
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+
+
+class WebhookState(BaseModel):
+    """A job's webhook as the job shows it: what it asked for, and every attempt so far."""
+
+    url: str
+    events: list[WebhookEvent]
+    deliveries: list[WebhookDelivery] = Field(default_factory=list)
+
+
+def allowed_hosts(setting: str) -> frozenset[str]:
+    return frozenset(host.strip().lower() for host in setting.split(",") if host.strip())
+
+
+async def check_destination(url: str, allowed: frozenset[str]) -> None:
+    """Refuse a URL that is not https, or that resolves to a private, loopback,
+    link-local or otherwise non-public address, unless its host is allowed.
+
+    Checked at submission and again before each delivery, since a name may
+    resolve elsewhere later.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidWebhook(f"webhook url must be an absolute https URL, not {url[:100]!r}")
+    if host in allowed:
+        return
+    if parts.scheme != "https":
+        raise InvalidWebhook(
+            "webhook url must use https (or its host be in FACTQ_WEBHOOK_ALLOWED_HOSTS)"
+        )
+    for address in await _resolve(host, parts.port or 443):
+        if not address.is_global:
+            raise InvalidWebhook(
+                f"webhook host {host} resolves to {address}, which is not a public address"
+            )
+
+
+async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:
+        raise InvalidWebhook(f"webhook host {host} cannot be resolved") from exc
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def signed_request(
+    secret: str, delivery_id: str, event_type: str, job: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """The body and the Standard Webhooks headers of one delivery."""
+    now = datetime.now(UTC)
+    body = json.dumps(
+        {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": job},
+        separators=(",", ":"),
+    )
+    signature = Webhook(secret).sign(delivery_id, now, body)
+    return body.encode(), {
+        "content-type": "application/json",
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
