@@ -30,7 +30,7 @@ from aio_pika.exceptions import (
 )
 from pydantic import BaseModel
 
-from factq.errors import BackendUnavailable, BrokerConfigError, FactqError, QueueFull
+from factq.errors import BackendUnavailable, BrokerConfigError, QueueFull
 from factq.names import Names
 from factq.settings import Settings
 
@@ -165,7 +165,11 @@ class Broker:
         try:
             await asyncio.gather(*(publish(message) for message in messages))
         except PublishError as exc:
-            raise FactqError(f"the jobs queue {self.names.jobs_queue!r} does not exist") from exc
+            # Unroutable: the queue was deleted under us. Nothing was queued.
+            raise BackendUnavailable(
+                f"the jobs queue {self.names.jobs_queue!r} does not exist; restart a worker "
+                "or the API to declare it"
+            ) from exc
         except DeliveryError as exc:
             # A nack: with reject-publish overflow, the queue is at its maximum length.
             raise QueueFull("the job queue is full; try again later") from exc

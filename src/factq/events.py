@@ -133,8 +133,9 @@ class EventHub:
                         if message["type"] == "message":
                             try:
                                 self._route(message["data"])
-                            except ValueError:
-                                logger.exception("dropping a malformed event")
+                            except Exception:
+                                # One bad message must not stop every subscriber's events.
+                                logger.exception("dropping an event that cannot be routed")
             except (RedisError, OSError) as exc:
                 logger.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(RECONNECT_DELAY_S)
@@ -173,6 +174,8 @@ async def follow(
         else:
             backlog = await store.read_events(job_id, after) if after < current.seq else []
         last = after or 0
+        if not backlog and _has_ended(current, last):
+            return
         while True:
             for event in backlog:
                 if event.seq <= last:
@@ -187,3 +190,10 @@ async def follow(
             else:
                 # A gap, a reconnect of the hub, or a quiet spell: the stream knows.
                 backlog = await store.read_events(job_id, last)
+                if not backlog and _has_ended(await store.get_event(job_id, owner), last):
+                    return
+
+
+def _has_ended(current: JobEvent, last_sent: int) -> bool:
+    """The job is final and the follower has seen its last event already."""
+    return current.job.status.is_terminal and last_sent >= current.seq

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 RESULT_CHUNK_BYTES = 64 * 1024
 POOL_WAIT_S = 10.0
 WEBHOOK_GROUP = "senders"
+# Each owner's job list covers at most this many of its newest jobs.
+OWNER_INDEX_MAX = 100_000
 # A filtered listing reads at most this many index entries per job it returns.
 LIST_SCAN_FACTOR = 10
 
@@ -107,6 +109,12 @@ def _backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
             return await func(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BackendUnavailable("Redis is unavailable") from exc
+        except ResponseError as exc:
+            # Out of memory (noeviction) or a read-only replica after a
+            # failover: Redis is up but cannot take writes, for now.
+            if str(exc).startswith(("OOM", "READONLY")):
+                raise BackendUnavailable(f"Redis cannot write: {str(exc)[:80]}") from exc
+            raise
 
     return wrapper
 
@@ -170,7 +178,6 @@ class Store:
     @_backend_errors
     async def create_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Store new queued jobs, with the provisional TTL, and index them by owner."""
-        await self._index_jobs(jobs)
         async with self._redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 await self._scripts["create"](
@@ -196,6 +203,9 @@ class Store:
             if flat is None:
                 raise FactqError(f"job id {job.job_id} is already taken")
             created.append(Job.from_fields(_fields(flat)))
+        # Indexed only once they exist: a listing drops index entries
+        # whose job it cannot find.
+        await self._index_jobs(jobs)
         return created
 
     async def _index_jobs(self, jobs: Sequence[NewJob]) -> None:
@@ -212,6 +222,7 @@ class Store:
             keep_s = 2 * self._settings.result_ttl_s
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
+                pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
                 pipe.expire(index, keep_s)
                 pipe.expire(self.names.owner_counter(owner), keep_s)
                 await pipe.execute()

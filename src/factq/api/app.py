@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,19 +32,24 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Resources]:
-        async with (
-            Store.open(settings) as store,
-            Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
-            EventHub.open(settings) as hub,
-        ):
-            await store.ping()
-            yield {
-                "settings": settings,
-                "store": store,
-                "broker": broker,
-                "registry": tasks,
-                "hub": hub,
-            }
+        # For the rare big-number work the API does (the internal update
+        # route); its one process starts on first use.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(1, mp_context=context) as converter:
+            async with (
+                Store.open(settings) as store,
+                Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
+                EventHub.open(settings) as hub,
+            ):
+                await store.ping()
+                yield {
+                    "settings": settings,
+                    "store": store,
+                    "broker": broker,
+                    "registry": tasks,
+                    "hub": hub,
+                    "converter": converter,
+                }
 
     app = FastAPI(
         title="factq",

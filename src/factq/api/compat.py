@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from typing import Annotated, Literal
 
 import gmpy2
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factq.api.deps import (
     BrokerDep,
+    ConverterDep,
     OwnerDep,
     RegistryDep,
     StoreDep,
@@ -115,13 +117,15 @@ async def factorial_result(
     dependencies=[Depends(require_worker)],
     responses={403: {"description": "No or wrong worker token, or none configured."}},
 )
-async def update_factorial(body: CompatUpdate, store: StoreDep) -> CompatResult:
+async def update_factorial(
+    body: CompatUpdate, store: StoreDep, converter: ConverterDep
+) -> CompatResult:
     """Mark a job processing, done with its decimal output, or failed."""
     job_id = checked_job_id(body.id)
     job = await store.get_job(job_id)
     if job.task != "factorial":
         raise JobNotFound(job_id)
-    transition = await _apply_update(store, job, body)
+    transition = await _apply_update(store, converter, job, body)
     if transition.outcome == "terminal":
         raise AlreadyFinished(f"job {job_id} is already {job.status}")
     updated = transition.job or await store.get_job(job_id)
@@ -130,7 +134,9 @@ async def update_factorial(body: CompatUpdate, store: StoreDep) -> CompatResult:
     )
 
 
-async def _apply_update(store: Store, job: Job, update: CompatUpdate) -> Transition:
+async def _apply_update(
+    store: Store, converter: Executor, job: Job, update: CompatUpdate
+) -> Transition:
     if update.status == "processing":
         return await store.mark_running(job.id)
     if update.status == "failed":
@@ -142,8 +148,9 @@ async def _apply_update(store: Store, job: Job, update: CompatUpdate) -> Transit
         raise InvalidInput("output must be the decimal digits of the value")
     if job.status is JobStatus.QUEUED:
         await store.mark_running(job.id)
-    # The conversion to hexadecimal is big-number work: keep it off the loop.
-    hexadecimal = await asyncio.to_thread(_to_hex, output)
+    # The conversion to hexadecimal is big-number work: gmpy2 holds the GIL,
+    # so it runs in a process, not a thread, to keep the loop free.
+    hexadecimal = await asyncio.get_running_loop().run_in_executor(converter, _to_hex, output)
     summary = {
         "digits": len(output),
         "head": output[:PREVIEW_DIGITS].decode(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from concurrent.futures import Executor
 from typing import Annotated, TypedDict
 
 from fastapi import Depends
@@ -28,6 +29,7 @@ class Resources(TypedDict):
     broker: Broker
     registry: TaskRegistry
     hub: EventHub
+    converter: Executor
 
 
 def get_settings(request: HTTPConnection) -> Settings:
@@ -48,6 +50,11 @@ def get_broker(request: HTTPConnection) -> Broker:
 def get_registry(request: HTTPConnection) -> TaskRegistry:
     registry: TaskRegistry = request.state.registry
     return registry
+
+
+def get_converter(request: HTTPConnection) -> Executor:
+    converter: Executor = request.state.converter
+    return converter
 
 
 def get_hub(request: HTTPConnection) -> EventHub:
@@ -85,3 +92,4 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
+ConverterDep = Annotated[Executor, Depends(get_converter)]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, Final
 
@@ -31,6 +32,7 @@ router = APIRouter(tags=["events"])
 # Close codes: 1000 done, 1011 server error, 1013 try again later (the
 # client fell behind, or a backing service is down), 4404 no such job.
 CLOSE_DONE: Final = 1000
+CLOSE_SERVER_ERROR: Final = 1011
 CLOSE_TRY_LATER: Final = 1013
 CLOSE_NOT_FOUND: Final = 4404
 SEND_BUFFER: Final = 1024
@@ -79,6 +81,11 @@ async def _send_events(websocket: WebSocket, events: AsyncIterator[JobEvent]) ->
     except (SlowSubscriber, BackendUnavailable) as exc:
         logger.info("closing an event socket: %s", exc)
         return CLOSE_TRY_LATER
+    except WebSocketDisconnect:
+        raise
+    except Exception:
+        logger.exception("event socket failed")
+        return CLOSE_SERVER_ERROR
     return CLOSE_DONE
 
 
@@ -130,27 +137,28 @@ class _Multiplexer:
         self._owner = owner
         self._outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
         self._forwarders: dict[str, asyncio.Task[None]] = {}
+        self._fell_behind = asyncio.Event()
 
     async def serve(self) -> None:
         receiver = asyncio.create_task(self._receive())
         sender = asyncio.create_task(self._send())
+        behind = asyncio.create_task(self._fell_behind.wait())
         try:
-            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({receiver, sender, behind}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            tasks = (receiver, sender, *self._forwarders.values())
+            tasks = (receiver, sender, behind, *self._forwarders.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if any(
-            not task.cancelled() and isinstance(task.exception(), SlowSubscriber) for task in done
-        ):
+        if self._fell_behind.is_set():
+            # Closed, not waited for; the client subscribes again to catch up.
             await _close(self._websocket, CLOSE_TRY_LATER)
 
     def _post(self, text: str) -> None:
         try:
             self._outbox.put_nowait(text)
         except asyncio.QueueFull:
-            raise SlowSubscriber("the client fell behind") from None
+            self._fell_behind.set()
 
     async def _send(self) -> None:
         while True:
@@ -182,6 +190,8 @@ class _Multiplexer:
             self._post(_error(job_id, "not_found", f"no job with id {job_id[:64]!r}"))
         except BackendUnavailable as exc:
             self._post(_error(job_id, "unavailable", exc.message))
+        except SlowSubscriber:
+            self._fell_behind.set()
         finally:
             # Only this forwarder's own entry: an unsubscribe and subscribe
             # may already have put a new one in its place.
@@ -240,6 +250,6 @@ async def job_events_stream(
 def _seq(last_event_id: str | None) -> int | None:
     if last_event_id is None or last_event_id == "":
         return None
-    if not last_event_id.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", last_event_id):
         raise InvalidRequest(f"Last-Event-ID must be an event's seq, not {last_event_id[:40]!r}")
     return int(last_event_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
@@ -28,13 +29,21 @@ from factq.api.submission import (
     validate_batch,
     validate_request,
 )
-from factq.errors import InvalidInput, InvalidRequest, JobCancelled, JobFailed, NotFinished
+from factq.errors import (
+    FactqError,
+    InvalidInput,
+    InvalidRequest,
+    JobCancelled,
+    JobFailed,
+    NotFinished,
+)
 from factq.events import follow
 from factq.models import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 MAX_WAIT_S = 60.0
+DIGITS = re.compile(r"[0-9]+")
 
 JobId = Annotated[str, Path(description="The job's id, as returned on submission.")]
 
@@ -72,7 +81,7 @@ async def list_jobs(
     ] = None,
 ) -> JobPage:
     """The caller's jobs, newest first, a page at a time; `next_cursor` is null at the end."""
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not DIGITS.fullmatch(cursor):
         raise InvalidRequest("cursor must be a next_cursor from a previous page")
     jobs, after = await store.list_jobs(
         owner,
@@ -117,7 +126,8 @@ async def submit_job(
     if wait_s is None:
         return job
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-    with contextlib.suppress(TimeoutError):
+    # The job is queued whatever happens now: a failed wait still answers 202.
+    with contextlib.suppress(TimeoutError, FactqError):
         async with asyncio.timeout(wait_s):
             async for event in follow(store, hub, job.id, owner):
                 job = event.job

@@ -79,7 +79,11 @@ class Worker:
         # Listen for cancels before taking jobs, so that none is missed.
         listening = asyncio.Event()
         watcher = asyncio.create_task(self._watch_cancels(listening))
-        await asyncio.wait_for(listening.wait(), 10)
+        try:
+            await asyncio.wait_for(listening.wait(), 10)
+        except TimeoutError:
+            watcher.cancel()
+            raise BackendUnavailable("cannot subscribe to the control channel on Redis") from None
         consumers: list[Consumer] = [
             await self._broker.consume_jobs(self._on_job, prefetch=self._pool.processes),
             await self._broker.consume_dead_letters(self._on_dead_letter),
@@ -132,8 +136,15 @@ class Worker:
             # Shutdown past the grace period: hand the job back to the queue.
             await asyncio.shield(message.nack(requeue=True))
             raise
+        except Exception:
+            # Never hold a message we cannot finish: back to the queue, where
+            # the delivery limit ends a job that fails this way every time.
+            logger.exception("job %s could not be processed; returning it", job.job_id)
+            await message.reject(requeue=True)
         finally:
-            self._running.pop(job.job_id, None)
+            # A redelivered copy may hold the same id now: leave its entry alone.
+            if self._running.get(job.job_id) is held:
+                del self._running[job.job_id]
 
     async def _process(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
