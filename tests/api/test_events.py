@@ -275,3 +275,16 @@ async def test_progress_is_throttled_to_about_ten_a_second(live: str) -> None:
     ]
     assert 5 <= len(progress) <= 13
     assert events[-1]["job"]["progress"] == 1
+
+
+async def test_resuming_after_the_final_event_ends_at_once(live: str) -> None:
+    job_id = await submit(live, "factorial", n=10)
+    events, _ = await collect(f"ws://{live}/v1/jobs/{job_id}/events?after=0")
+    final = events[-1]["seq"]
+    again, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events?after={final}")
+    assert again == [] and code == 1000
+    url = f"http://{live}/v1/jobs/{job_id}/events"
+    async with asyncio.timeout(5), httpx.AsyncClient() as http:
+        response = await http.get(url, headers={"Last-Event-ID": str(final)})
+    assert response.status_code == 200
+    assert "data:" not in response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -73,7 +74,8 @@ async def test_another_owners_jobs_are_not_listed(client: httpx.AsyncClient, sto
 
 
 @pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 101}, {"status": "done"}, {"cursor": "abc"}]
+    "params",
+    [{"limit": 0}, {"limit": 101}, {"status": "done"}, {"cursor": "abc"}, {"cursor": "²"}],
 )
 async def test_bad_parameters_are_a_400(client: httpx.AsyncClient, params: dict[str, Any]) -> None:
     response = await client.get("/v1/jobs", params=params)
@@ -85,3 +87,26 @@ async def test_an_empty_list(settings_factory) -> None:
     async with api_client(settings_factory()) as client:
         response = await client.get("/v1/jobs")
     assert response.json() == {"jobs": [], "next_cursor": None}
+
+
+async def test_jobs_created_while_others_list_are_never_dropped(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    from factq.api.submission import new_job_id
+    from factq.store import NewJob
+
+    created: list[str] = []
+
+    async def create() -> None:
+        for _ in range(40):
+            job = NewJob(new_job_id(), "factorial", {"n": 1}, "")
+            await store.create_jobs([job])
+            created.append(job.job_id)
+
+    async def list_often() -> None:
+        while len(created) < 40 * 3:
+            await client.get("/v1/jobs", params={"limit": 5})
+
+    await asyncio.gather(create(), create(), create(), list_often(), list_often())
+    listed = {job["id"] for page in await pages(client, limit=100) for job in page}
+    assert listed == set(created)
