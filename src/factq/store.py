@@ -9,20 +9,17 @@ event to the job's stream and publishes it, all at once. Redis errors become
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from factq import lua
 from factq.errors import (
@@ -32,23 +29,18 @@ from factq.errors import (
     JobNotFound,
     NotFinished,
 )
+from factq.job_index import JobIndex
 from factq.models import Job, JobError, JobEvent, JobStatus
 from factq.names import Names
+from factq.redis_edge import backend_errors, flat_fields, text
 from factq.settings import Settings
-from factq.webhooks import WebhookDelivery, WebhookRequest
+from factq.webhook_queue import WebhookQueue
+from factq.webhooks import WebhookRequest
 
 logger = logging.getLogger(__name__)
 
 RESULT_CHUNK_BYTES = 64 * 1024
 POOL_WAIT_S = 10.0
-WEBHOOK_GROUP = "senders"
-# Each owner's job list covers at most this many of its newest jobs.
-OWNER_INDEX_MAX = 100_000
-# A filtered listing reads at most this many index entries per job it returns.
-LIST_SCAN_FACTOR = 10
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class StartOutcome(StrEnum):
@@ -72,60 +64,11 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookTask:
-    """One event to deliver to a job's webhook."""
-
-    entry_id: str
-    job_id: str
-    type: str
-    seq: int
-    job: Job
-
-    @classmethod
-    def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> WebhookTask:
-        return cls(
-            entry_id=_text(entry_id),
-            job_id=_text(fields[b"job_id"]),
-            type=_text(fields[b"type"]),
-            seq=int(fields[b"seq"]),
-            job=Job.from_fields(json.loads(fields[b"job"])),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Transition:
     """The result of a state-change script: what happened, and the job after it."""
 
     outcome: str
     job: Job | None
-
-
-def _backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn redis-py's connection errors into `BackendUnavailable`."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await func(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendUnavailable("Redis is unavailable") from exc
-        except ResponseError as exc:
-            # Out of memory (noeviction) or a read-only replica after a
-            # failover: Redis is up but cannot take writes, for now.
-            if str(exc).startswith(("OOM", "READONLY")):
-                raise BackendUnavailable(f"Redis cannot write: {str(exc)[:80]}") from exc
-            raise
-
-    return wrapper
-
-
-def _fields(flat: Sequence[bytes]) -> dict[str, str]:
-    """A hash as HGETALL returns it inside a script: a flat list of keys and values."""
-    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Store:
@@ -148,6 +91,8 @@ class Store:
                 "webhook_log",
             )
         }
+        self.index = JobIndex(client, self.names, settings)
+        self.webhooks = WebhookQueue(client, self.names, self._scripts["webhook_log"])
 
     @classmethod
     @asynccontextmanager
@@ -169,13 +114,13 @@ class Store:
         finally:
             await client.aclose()
 
-    @_backend_errors
+    @backend_errors
     async def ping(self) -> None:
         await self._redis.ping()
 
     # Jobs.
 
-    @_backend_errors
+    @backend_errors
     async def create_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Store new queued jobs, with the provisional TTL, and index them by owner."""
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -202,69 +147,14 @@ class Store:
         for job, flat in zip(jobs, replies, strict=True):
             if flat is None:
                 raise FactqError(f"job id {job.job_id} is already taken")
-            created.append(Job.from_fields(_fields(flat)))
+            created.append(Job.from_fields(flat_fields(flat)))
         # Indexed only once they exist: a listing drops index entries
         # whose job it cannot find.
-        await self._index_jobs(jobs)
+        for owner in {job.owner for job in jobs}:
+            await self.index.add(owner, [job.job_id for job in jobs if job.owner == owner])
         return created
 
-    async def _index_jobs(self, jobs: Sequence[NewJob]) -> None:
-        # Scores from a per-owner counter: unique, and in submission order.
-        by_owner: dict[str, list[str]] = {}
-        for job in jobs:
-            by_owner.setdefault(job.owner, []).append(job.job_id)
-        for owner, job_ids in by_owner.items():
-            last = await self._redis.incrby(self.names.owner_counter(owner), len(job_ids))
-            first = last - len(job_ids) + 1
-            index = self.names.owner_jobs(owner)
-            # The index outlives its newest job's result; stale entries are
-            # dropped as they are read.
-            keep_s = 2 * self._settings.result_ttl_s
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
-                pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
-                pipe.expire(index, keep_s)
-                pipe.expire(self.names.owner_counter(owner), keep_s)
-                await pipe.execute()
-
-    @_backend_errors
-    async def list_jobs(
-        self, owner: str, *, status: JobStatus | None, limit: int, cursor: int | None
-    ) -> tuple[list[Job], int | None]:
-        """The owner's jobs, newest first, after `cursor`; and the cursor of the next page."""
-        index = self.names.owner_jobs(owner)
-        upper = f"({cursor}" if cursor is not None else "+inf"
-        found: list[Job] = []
-        budget = limit * LIST_SCAN_FACTOR
-        while budget > 0:
-            entries: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, upper, "-inf", start=0, num=min(budget, 200), withscores=True
-            )
-            if not entries:
-                return found, None
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id, _ in entries:
-                    pipe.hgetall(self.names.job(_text(job_id)))
-                hashes = await pipe.execute()
-            stale = []
-            for (job_id, score), raw in zip(entries, hashes, strict=True):
-                budget -= 1
-                upper = f"({int(score)}"
-                if not raw:
-                    stale.append(job_id)
-                    continue
-                job = Job.from_fields({_text(k): _text(v) for k, v in raw.items()})
-                if status is None or job.status is status:
-                    found.append(job)
-                if len(found) == limit:
-                    break
-            if stale:
-                await self._redis.zrem(index, *stale)
-            if len(found) == limit:
-                break
-        return found, int(upper[1:])
-
-    @_backend_errors
+    @backend_errors
     async def confirm_jobs(self, job_ids: Sequence[str]) -> None:
         """The jobs' messages are in the queue: keep the jobs while they are live."""
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -272,23 +162,23 @@ class Store:
                 await self._scripts["confirm"](keys=self._job_keys(job_id), client=pipe)
             await pipe.execute()
 
-    @_backend_errors
+    @backend_errors
     async def get_job(self, job_id: str, owner: str | None = None) -> Job:
         """The job, or `JobNotFound`; with an owner, another owner's job is not found."""
         return Job.from_fields(await self._get_fields(job_id, owner))
 
-    @_backend_errors
+    @backend_errors
     async def get_event(self, job_id: str, owner: str | None = None) -> JobEvent:
         """The job's current state as an event, with the `seq` of its last change."""
         return JobEvent.from_fields(await self._get_fields(job_id, owner))
 
-    @_backend_errors
+    @backend_errors
     async def read_events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         """The job's logged events with a `seq` above `after`, oldest first."""
         entries: Any = await self._redis.xrange(self.names.events(job_id), min=f"({after}-0")
         return [JobEvent.from_fields(json.loads(fields[b"job"])) for _, fields in entries]
 
-    @_backend_errors
+    @backend_errors
     async def cancel_job(self, job_id: str, owner: str) -> Job:
         """Cancel a queued job now, or ask the worker of a running one to stop it."""
         outcome, flat = await self._scripts["cancel"](
@@ -307,7 +197,7 @@ class Store:
             raise AlreadyFinished(f"job {job_id} is already {transition.job.status}")
         return transition.job
 
-    @_backend_errors
+    @backend_errors
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Those of the jobs whose cancel was asked, in one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -316,7 +206,7 @@ class Store:
             flags = await pipe.execute()
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag == b"1"}
 
-    @_backend_errors
+    @backend_errors
     async def mark_running(self, job_id: str) -> Transition:
         """Start an attempt: queued (or running, after a lost worker) -> running."""
         outcome, flat = await self._scripts["start"](
@@ -325,7 +215,7 @@ class Store:
         )
         return self._transition(outcome, flat)
 
-    @_backend_errors
+    @backend_errors
     async def mark_succeeded(
         self, job_id: str, summary: dict[str, Any], results: dict[str, bytes]
     ) -> Transition:
@@ -343,7 +233,7 @@ class Store:
         )
         return self._transition(outcome, flat)
 
-    @_backend_errors
+    @backend_errors
     async def mark_failed(self, job_id: str, error: JobError) -> Transition:
         """End the job as failed, once."""
         outcome, flat = await self._scripts["finish"](
@@ -357,7 +247,7 @@ class Store:
         )
         return self._transition(outcome, flat)
 
-    @_backend_errors
+    @backend_errors
     async def mark_cancelled(self, job_id: str) -> Transition:
         """End the job as cancelled, once (its computation was stopped)."""
         outcome, flat = await self._scripts["finish"](
@@ -366,23 +256,23 @@ class Store:
         )
         return self._transition(outcome, flat)
 
-    @_backend_errors
+    @backend_errors
     async def note_lost_attempt(self, job_id: str) -> None:
         """The running attempt's pool process died (read back by `was_last_attempt_lost`)."""
         await self._scripts["lost"](keys=self._job_keys(job_id))
 
-    @_backend_errors
+    @backend_errors
     async def was_last_attempt_lost(self, job_id: str) -> bool:
         return await self._redis.hget(self.names.job(job_id), "lost") == b"1"
 
-    @_backend_errors
+    @backend_errors
     async def discard_jobs(self, job_ids: Sequence[str]) -> None:
         """Remove jobs whose publish failed; a message that got out finds no job and is dropped."""
         keys = [key for job_id in job_ids for key in self._job_keys(job_id)]
         if keys:
             await self._redis.delete(*keys)
 
-    @_backend_errors
+    @backend_errors
     async def delete_job(self, job_id: str, owner: str, result_formats: Sequence[str]) -> None:
         """Forget a finished job and its results now."""
         outcome = await self._scripts["delete"](
@@ -405,55 +295,13 @@ class Store:
                 subscribed.set()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        yield _text(message["data"])
+                        yield text(message["data"])
         except (RedisError, OSError) as exc:
             raise BackendUnavailable("Redis is unavailable") from exc
 
-    # Webhook deliveries: a stream read by the workers' consumer group.
-
-    @_backend_errors
-    async def ensure_webhook_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(
-                self.names.webhooks, WEBHOOK_GROUP, id="0", mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    @_backend_errors
-    async def next_webhooks(
-        self, consumer: str, *, count: int, block_ms: int, min_idle_ms: int
-    ) -> list[WebhookTask]:
-        """Deliveries for this consumer: those another consumer left unfinished
-        for min_idle_ms (it died), else new ones, waiting up to block_ms."""
-        _, claimed, _ = await self._redis.xautoclaim(
-            self.names.webhooks, WEBHOOK_GROUP, consumer, min_idle_ms, count=count
-        )
-        entries: Any = claimed
-        if not entries:
-            streams: Any = await self._redis.xreadgroup(
-                WEBHOOK_GROUP, consumer, {self.names.webhooks: ">"}, count=count, block=block_ms
-            )
-            entries = streams[0][1] if streams else []
-        return [WebhookTask.from_entry(entry_id, fields) for entry_id, fields in entries if fields]
-
-    @_backend_errors
-    async def finish_webhook(self, task: WebhookTask) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.names.webhooks, WEBHOOK_GROUP, task.entry_id)
-            pipe.xdel(self.names.webhooks, task.entry_id)
-            await pipe.execute()
-
-    @_backend_errors
-    async def log_webhook_attempt(self, job_id: str, attempt: WebhookDelivery) -> None:
-        await self._scripts["webhook_log"](
-            keys=[self.names.job(job_id)], args=[attempt.model_dump_json()]
-        )
-
     # Results.
 
-    @_backend_errors
+    @backend_errors
     async def result_size(self, job_id: str, fmt: str) -> int:
         size: int = await self._redis.strlen(self.names.result(job_id, fmt))
         return size
@@ -479,11 +327,11 @@ class Store:
 
     async def _get_fields(self, job_id: str, owner: str | None) -> dict[str, str]:
         raw = await self._redis.hgetall(self.names.job(job_id))
-        fields = {_text(key): _text(value) for key, value in raw.items()}
+        fields = {text(key): text(value) for key, value in raw.items()}
         if not fields or (owner is not None and fields.get("owner") != owner):
             raise JobNotFound(job_id)
         return fields
 
     @staticmethod
     def _transition(outcome: bytes, flat: Sequence[bytes]) -> Transition:
-        return Transition(outcome.decode(), Job.from_fields(_fields(flat)) if flat else None)
+        return Transition(outcome.decode(), Job.from_fields(flat_fields(flat)) if flat else None)

@@ -83,7 +83,7 @@ async def list_jobs(
     """The caller's jobs, newest first, a page at a time; `next_cursor` is null at the end."""
     if cursor is not None and not DIGITS.fullmatch(cursor):
         raise InvalidRequest("cursor must be a next_cursor from a previous page")
-    jobs, after = await store.list_jobs(
+    jobs, after = await store.index.page(
         owner,
         status=status_filter,
         limit=limit,

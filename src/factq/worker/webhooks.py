@@ -17,7 +17,8 @@ import httpx
 
 from factq.errors import BackendUnavailable, InvalidWebhook
 from factq.settings import Settings
-from factq.store import Store, WebhookTask
+from factq.store import Store
+from factq.webhook_queue import WebhookTask
 from factq.webhooks import WebhookDelivery, allowed_hosts, check_destination, signed_request
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ class WebhookSender:
         ) as http:
             while not stop.is_set():
                 try:
-                    await self._store.ensure_webhook_group()
+                    await self._store.webhooks.ensure_group()
                     break
                 except BackendUnavailable:
                     await asyncio.sleep(1)
             while not stop.is_set():
                 try:
-                    tasks = await self._store.next_webhooks(
+                    tasks = await self._store.webhooks.next(
                         self._consumer, count=BATCH, block_ms=BLOCK_MS, min_idle_ms=TAKEOVER_MS
                     )
                 except BackendUnavailable:
@@ -81,7 +82,7 @@ class WebhookSender:
     ) -> None:
         webhook = task.job.webhook
         if webhook is None:
-            await self._store.finish_webhook(task)
+            await self._store.webhooks.finish(task)
             return
         job = task.job.model_dump(mode="json", exclude={"webhook"})
         delivery_id = f"{task.job_id}-{task.seq}-{task.type}"
@@ -89,7 +90,7 @@ class WebhookSender:
         for attempt in range(1, attempts + 1):
             outcome = await self._attempt(http, secret, webhook.url, delivery_id, task.type, job)
             log = WebhookDelivery(type=task.type, attempt=attempt, at=datetime.now(UTC), **outcome)
-            await self._store.log_webhook_attempt(task.job_id, log)
+            await self._store.webhooks.log_attempt(task.job_id, log)
             status = outcome.get("status_code")
             if isinstance(status, int) and 200 <= status < 300:
                 break
@@ -99,7 +100,7 @@ class WebhookSender:
             elif stop.is_set():
                 # Left in the stream, unacknowledged: another worker takes it over.
                 return
-        await self._store.finish_webhook(task)
+        await self._store.webhooks.finish(task)
 
     async def _attempt(
         self,

@@ -1,0 +1,77 @@
+"""Each owner's jobs, newest first: a sorted set per owner, read a page at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+
+from factq.models import Job, JobStatus
+from factq.names import Names
+from factq.redis_edge import backend_errors, text
+from factq.settings import Settings
+
+# Each owner's job list covers at most this many of its newest jobs.
+OWNER_INDEX_MAX = 100_000
+# A filtered listing reads at most this many index entries per job it returns.
+LIST_SCAN_FACTOR = 10
+
+
+class JobIndex:
+    """Job ids by owner, scored by a per-owner counter: unique, in submission order."""
+
+    def __init__(self, client: redis.Redis, names: Names, settings: Settings) -> None:
+        self._redis = client
+        self._names = names
+        # The index outlives its newest job's result; entries whose job is
+        # gone are dropped as they are read.
+        self._keep_s = 2 * settings.result_ttl_s
+
+    @backend_errors
+    async def add(self, owner: str, job_ids: Sequence[str]) -> None:
+        """Index jobs that exist already (a listing drops entries it cannot find)."""
+        counter = self._names.owner_counter(owner)
+        last = await self._redis.incrby(counter, len(job_ids))
+        first = last - len(job_ids) + 1
+        index = self._names.owner_jobs(owner)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
+            pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
+            pipe.expire(index, self._keep_s)
+            pipe.expire(counter, self._keep_s)
+            await pipe.execute()
+
+    @backend_errors
+    async def page(
+        self, owner: str, *, status: JobStatus | None, limit: int, cursor: int | None
+    ) -> tuple[list[Job], int | None]:
+        """The owner's jobs, newest first, after `cursor`; and the cursor of the next page."""
+        index = self._names.owner_jobs(owner)
+        upper = f"({cursor}" if cursor is not None else "+inf"
+        found: list[Job] = []
+        budget = limit * LIST_SCAN_FACTOR
+        while budget > 0 and len(found) < limit:
+            entries: list[tuple[bytes, float]] = await self._redis.zrevrangebyscore(  # type: ignore[assignment]
+                index, upper, "-inf", start=0, num=min(budget, 200), withscores=True
+            )
+            if not entries:
+                return found, None
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id, _ in entries:
+                    pipe.hgetall(self._names.job(text(job_id)))
+                hashes = await pipe.execute()
+            stale = []
+            for (job_id, score), raw in zip(entries, hashes, strict=True):
+                budget -= 1
+                upper = f"({int(score)}"
+                if not raw:
+                    stale.append(job_id)
+                    continue
+                job = Job.from_fields({text(k): text(v) for k, v in raw.items()})
+                if status is None or job.status is status:
+                    found.append(job)
+                if len(found) == limit:
+                    break
+            if stale:
+                await self._redis.zrem(index, *stale)
+        return found, int(upper[1:])

@@ -1,0 +1,90 @@
+"""Webhook deliveries waiting to be sent: a Redis stream read by one consumer group.
+
+The state-change scripts append to it in the same step as the change; the
+workers read it together, so each delivery goes to one worker, and one left
+unfinished by a worker that died is taken over by another.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from factq.models import Job
+from factq.names import Names
+from factq.redis_edge import backend_errors, text
+from factq.webhooks import WebhookDelivery
+
+GROUP = "senders"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTask:
+    """One event to deliver to a job's webhook."""
+
+    entry_id: str
+    job_id: str
+    type: str
+    seq: int
+    job: Job
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> WebhookTask:
+        return cls(
+            entry_id=text(entry_id),
+            job_id=text(fields[b"job_id"]),
+            type=text(fields[b"type"]),
+            seq=int(fields[b"seq"]),
+            job=Job.from_fields(json.loads(fields[b"job"])),
+        )
+
+
+class WebhookQueue:
+    """The deliveries stream, and each job's log of attempts."""
+
+    def __init__(self, client: redis.Redis, names: Names, log_script: AsyncScript) -> None:
+        self._redis = client
+        self._names = names
+        self._log_script = log_script
+
+    @backend_errors
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._names.webhooks, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    @backend_errors
+    async def next(
+        self, consumer: str, *, count: int, block_ms: int, min_idle_ms: int
+    ) -> list[WebhookTask]:
+        """Deliveries for this consumer: those another consumer left unfinished
+        for min_idle_ms (it died), else new ones, waiting up to block_ms."""
+        _, claimed, _ = await self._redis.xautoclaim(
+            self._names.webhooks, GROUP, consumer, min_idle_ms, count=count
+        )
+        entries: Any = claimed
+        if not entries:
+            streams: Any = await self._redis.xreadgroup(
+                GROUP, consumer, {self._names.webhooks: ">"}, count=count, block=block_ms
+            )
+            entries = streams[0][1] if streams else []
+        return [WebhookTask.from_entry(entry_id, fields) for entry_id, fields in entries if fields]
+
+    @backend_errors
+    async def finish(self, task: WebhookTask) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._names.webhooks, GROUP, task.entry_id)
+            pipe.xdel(self._names.webhooks, task.entry_id)
+            await pipe.execute()
+
+    @backend_errors
+    async def log_attempt(self, job_id: str, attempt: WebhookDelivery) -> None:
+        """Record an attempt in the job's `webhook.deliveries` (a job that is gone stays gone)."""
+        await self._log_script(keys=[self._names.job(job_id)], args=[attempt.model_dump_json()])
