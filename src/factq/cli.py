@@ -1,4 +1,4 @@
-"""`factq api | worker | dev`: parse flags, build Settings, run one thing."""
+"""`factq api | worker | dev` (and the job commands, from cli_jobs): parse flags, run one thing."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from factq import cli_jobs
 from factq.broker import Broker
 from factq.errors import FactqError
 from factq.settings import Settings
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_server_flags(dev)
     _add_worker_flags(dev)
+    cli_jobs.add_job_commands(commands)
     return parser
 
 
@@ -70,6 +72,8 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in cli_jobs.JOB_COMMANDS:
+        return cli_jobs.run(args)
     overrides: dict[str, Any] = {}
     if getattr(args, "concurrency", None) is not None:
         overrides["concurrency"] = args.concurrency

@@ -194,7 +194,7 @@ class Store:
         if transition.job is None:
             raise JobNotFound(job_id)
         if transition.outcome == "terminal":
-            raise AlreadyFinished(f"job {job_id} is already {transition.job.status}")
+            raise AlreadyFinished(f"job {job_id} has already finished ({transition.job.status})")
         return transition.job
 
     @backend_errors

@@ -1,0 +1,309 @@
+"""`factq submit | status | watch | cancel`: the job commands, as clients of a running service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from factq.client import (
+    AlreadyFinished,
+    Client,
+    ConnectionFailed,
+    FactqClientError,
+    InvalidInput,
+    InvalidRequest,
+    Job,
+    JobEvent,
+    JobStatus,
+    NotFound,
+    Unavailable,
+    UnknownTask,
+)
+
+EXIT_OK: Final = 0
+EXIT_JOB_UNSUCCESSFUL: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_FOUND: Final = 3
+EXIT_UNAVAILABLE: Final = 4
+EXIT_API_ERROR: Final = 5
+EXIT_INTERRUPTED: Final = 130
+
+JOB_COMMANDS: Final = frozenset({"submit", "status", "watch", "cancel"})
+
+EPILOG: Final = """\
+environment:
+  FACTQ_URL       the service's base URL (default http://127.0.0.1:8000); --url overrides it
+  FACTQ_API_KEY   the API key, sent as a bearer token; --api-key overrides it
+
+exit codes:
+  0  success: the job succeeded, or the action was done
+  1  the job failed or was cancelled
+  2  usage error: bad arguments, or an input the service refuses
+  3  no such job
+  4  the service is unavailable, or cannot be reached
+  5  any other error from the API
+"""
+
+Handler = Callable[[Client, argparse.Namespace, Console], int]
+
+
+def add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the job commands to the `factq` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help="the service's base URL (default: FACTQ_URL, else http://127.0.0.1:8000)"
+    )
+    common.add_argument("--api-key", help="the API key (default: FACTQ_API_KEY)")
+
+    def add(name: str, handler: Handler, summary: str, description: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(job_command=handler)
+        return parser
+
+    submit = add(
+        "submit",
+        _submit,
+        "submit a factorial job",
+        "Submit factorial(N) and print the job's id. With --wait, follow the job with a\n"
+        "progress bar on stderr, then print its value, or write it to --output.",
+    )
+    submit.add_argument("n", type=int, metavar="N", help="compute N!")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and get its value")
+    submit.add_argument(
+        "-o", "--output", metavar="FILE", help="write the value to FILE, streamed (implies --wait)"
+    )
+    submit.add_argument(
+        "--hex", action="store_true", help="the value in hexadecimal digits (implies --wait)"
+    )
+
+    status = add("status", _status, "show a job", "Show a job's state, or its JSON with --json.")
+    status.add_argument("job_id", metavar="ID")
+    status.add_argument("--json", action="store_true", help="the job's JSON, as the API gives it")
+
+    watch = add(
+        "watch",
+        _watch,
+        "print a job's events until it ends",
+        "Print each event of a job as it comes, until the job ends.",
+    )
+    watch.add_argument("job_id", metavar="ID")
+    watch.add_argument("--json", action="store_true", help="each event's JSON, one per line")
+
+    cancel = add("cancel", _cancel, "cancel a job", "Cancel a queued or running job.")
+    cancel.add_argument("job_id", metavar="ID")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one job command; the exit code says how it went (see EPILOG)."""
+    console = Console(stderr=True, highlight=False)
+    if getattr(args, "job_id", None) == "":
+        return _fail("a job id must not be empty", EXIT_USAGE)
+    try:
+        client = Client(args.url, args.api_key)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    handler: Handler = args.job_command
+    try:
+        with client:
+            return handler(client, args, console)
+    except FactqClientError as exc:
+        return _fail(exc.message, exit_code_for(exc))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader stopped early (`| head`), which is its choice, not our failure;
+        # stdout goes to /dev/null so that the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def exit_code_for(exc: FactqClientError) -> int:
+    """The exit code of a client error."""
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, ConnectionFailed | Unavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, InvalidInput | UnknownTask | InvalidRequest):
+        return EXIT_USAGE
+    return EXIT_API_ERROR
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"factq: {message}", file=sys.stderr)
+    return code
+
+
+def _submit(client: Client, args: argparse.Namespace, console: Console) -> int:
+    job = client.submit("factorial", {"n": args.n})
+    if not (args.wait or args.output or args.hex):
+        print(job.id)
+        return EXIT_OK
+    print(f"job {job.id}", file=sys.stderr)
+    try:
+        job = _wait_with_progress(client, job, console)
+    except KeyboardInterrupt:
+        print(f"factq: stopped waiting; the job goes on (factq cancel {job.id})", file=sys.stderr)
+        raise
+    print(_outcome(job), file=sys.stderr)
+    if job.status is not JobStatus.SUCCEEDED:
+        return EXIT_JOB_UNSUCCESSFUL
+    result_format = "hex" if args.hex else None
+    if args.output:
+        written = client.result(job.id, to=args.output, format=result_format)
+        kind = "hexadecimal" if args.hex else "decimal"
+        print(f"wrote {written:,} {kind} digits to {args.output}", file=sys.stderr)
+    else:
+        client.result(job.id, to=sys.stdout.buffer, format=result_format)
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def _wait_with_progress(client: Client, job: Job, console: Console) -> Job:
+    """Wait for the job; on a terminal, a live bar of its status, progress and elapsed time."""
+    if job.status.is_terminal:
+        return job
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        bar = progress.add_task(_describe(job), total=1.0)
+        progress.update(bar, completed=_share_done(job))
+
+        def show(job: Job) -> None:
+            progress.update(bar, description=_describe(job), completed=_share_done(job))
+
+        return client.wait(job.id, on_update=show)
+
+
+def _describe(job: Job) -> str:
+    what = f"{job.input['n']}!" if job.task == "factorial" and "n" in job.input else job.task
+    status = "cancel requested" if job.cancel_requested and not job.status.is_terminal else None
+    return f"{what} {status or job.status}"
+
+
+def _share_done(job: Job) -> float:
+    return 1.0 if job.status is JobStatus.SUCCEEDED else job.progress or 0.0
+
+
+def _outcome(job: Job) -> str:
+    return f"job {job.id} {job.status}{_ending(job)}"
+
+
+def _ending(job: Job) -> str:
+    """How a finished job ended, to follow its status: its run time, or its error."""
+    if job.status is JobStatus.SUCCEEDED:
+        return f" in {_seconds(job.metrics.run_s)}"
+    if job.status is JobStatus.FAILED and job.error is not None:
+        return f": {job.error.type}: {job.error.message}"
+    return ""
+
+
+def _status(client: Client, args: argparse.Namespace, console: Console) -> int:
+    job = client.get(args.job_id)
+    if args.json:
+        print(job.model_dump_json(indent=2))
+    else:
+        width = max(len(name) for name, _ in _summary(job))
+        for name, value in _summary(job):
+            print(f"{name:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _summary(job: Job) -> list[tuple[str, str]]:
+    """The job as readable (name, value) lines, leaving out what is not known yet."""
+    lines = [
+        ("id", job.id),
+        ("task", f"{job.task} {json.dumps(job.input)}"),
+        ("status", str(job.status) + (" (cancel requested)" if job.cancel_requested else "")),
+        ("progress", f"{job.progress:.0%}" if job.progress is not None else ""),
+        ("attempts", str(job.attempts)),
+        ("created", _time(job.created_at)),
+        ("started", _time(job.started_at)),
+        ("finished", _time(job.finished_at)),
+        ("queued for", _seconds(job.metrics.queue_s) if job.metrics.queue_s is not None else ""),
+        ("ran for", _seconds(job.metrics.run_s) if job.metrics.run_s is not None else ""),
+        ("result", _result_text(job.result)),
+        ("error", f"{job.error.type}: {job.error.message}" if job.error else ""),
+    ]
+    return [(name, value) for name, value in lines if value]
+
+
+def _result_text(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return ""
+    if {"digits", "head", "tail"} <= result.keys():
+        digits = int(result["digits"])
+        if digits <= len(result["head"]):
+            return f"{digits:,} digits: {result['head']}"
+        return f"{digits:,} digits: {result['head']}…{result['tail']}"
+    return json.dumps({key: value for key, value in result.items() if key != "url"})
+
+
+def _time(moment: datetime | None) -> str:
+    return "" if moment is None else moment.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _seconds(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds:.3f} s"
+
+
+def _watch(client: Client, args: argparse.Namespace, console: Console) -> int:
+    last: Job | None = None
+    for event in client.events(args.job_id):
+        print(event.model_dump_json() if args.json else _event_line(event), flush=True)
+        last = event.job
+    if last is None or last.status is not JobStatus.SUCCEEDED:
+        return EXIT_JOB_UNSUCCESSFUL
+    return EXIT_OK
+
+
+def _event_line(event: JobEvent) -> str:
+    job = event.job
+    line = f"{datetime.now():%H:%M:%S} #{event.seq} {job.status}"
+    if job.status.is_terminal:
+        return line + _ending(job)
+    if job.progress is not None:
+        line += f" {job.progress:.0%}"
+    if job.cancel_requested:
+        line += " (cancel requested)"
+    return line
+
+
+def _cancel(client: Client, args: argparse.Namespace, console: Console) -> int:
+    try:
+        job = client.cancel(args.job_id)
+    except AlreadyFinished as exc:
+        return _fail(f"cannot cancel: {exc.message}", EXIT_API_ERROR)
+    if job.status is JobStatus.CANCELLED:
+        print(f"job {job.id} cancelled")
+    else:
+        print(f"job {job.id} is {job.status}: cancel requested, it stops within a second")
+    return EXIT_OK
