@@ -126,9 +126,9 @@ async def update_factorial(
     if job.task != "factorial":
         raise JobNotFound(job_id)
     transition = await _apply_update(store, converter, job, body)
-    if transition.outcome == "terminal":
-        raise AlreadyFinished(f"job {job_id} is already {job.status}")
     updated = transition.job or await store.get_job(job_id)
+    if transition.outcome == "terminal":
+        raise AlreadyFinished(f"job {job_id} has already finished ({updated.status})")
     return CompatResult(
         input=int(updated.input["n"]), status=COMPAT_STATUS[updated.status], output=""
     )
