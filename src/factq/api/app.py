@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import factq
-from factq.api import compat, events, health, jobs
+from factq.api import compat, events, health, jobs, page
 from factq.api.deps import Resources
 from factq.api.errors import install_error_handlers
 from factq.broker import Broker
@@ -62,4 +62,6 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(compat.router)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files(), name="static")
     return app

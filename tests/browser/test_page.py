@@ -1,0 +1,326 @@
+"""The web page at `/`, as a person uses it: submit, watch, cancel, reload, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Locator, Page, Route, WebSocketRoute, expect
+
+from factq.settings import Settings
+from factq.store import Store
+from tests.support.service import Service, environment
+from tests.support.waiting import TERMINAL
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
+
+DIGITS_OF_1000000_FACTORIAL = "5,565,709 digits"
+# A job of the test tasks that reports progress ten times a second for 20 s.
+STEPS_20_S = {"steps": 200, "duration_s": 20}
+
+# Record the largest progress ever shown in a visible bar: a 1,000,000! job
+# runs for about half a second, too short to catch by polling.
+WATCH_PROGRESS = """() => {
+  window.maxProgressShown = 0;
+  const look = () => {
+    for (const bar of document.querySelectorAll('[role=progressbar][aria-valuenow]')) {
+      if (bar.closest('[hidden]') === null) {
+        const value = Number(bar.getAttribute('aria-valuenow'));
+        window.maxProgressShown = Math.max(window.maxProgressShown, value);
+      }
+    }
+  };
+  new MutationObserver(look).observe(document.body, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ['aria-valuenow', 'hidden'],
+  });
+}"""
+
+
+def card(page: Page, job_id: str) -> Locator:
+    return page.locator(f'li.job[data-job-id="{job_id}"]')
+
+
+async def expect_live(page: Page) -> None:
+    connection = page.locator("#connection")
+    await expect(connection).to_have_attribute("data-state", "live", timeout=20_000)
+    await expect(connection).to_have_text("Live")
+
+
+async def submit(page: Page, n: str | int) -> str:
+    """Submit n through the form; the id of the job the server made."""
+    await page.get_by_label("n (compute n!)").fill(str(n))
+    async with page.expect_response(
+        lambda r: r.url.endswith("/v1/jobs") and r.request.method == "POST", timeout=10_000
+    ) as answer:
+        await page.get_by_role("button", name="Compute").click()
+    response = await answer.value
+    assert response.status == 202, await response.text()
+    job_id: str = (await response.json())["id"]
+    return job_id
+
+
+async def wait_for_status(
+    http: httpx.AsyncClient, job_id: str, statuses: set[str], timeout_s: float = 20.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job: dict[str, Any] = (await http.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        await asyncio.sleep(0.05)
+
+
+async def test_jobs_run_live_cancel_and_come_back_after_a_reload(
+    service: Service, page: Page, artifacts: Path
+) -> None:
+    await page.goto(service.base_url)
+    await expect_live(page)
+    await page.evaluate(WATCH_PROGRESS)
+
+    # A big job, followed live to its end without a reload.
+    done_id = await submit(page, 1_000_000)
+    done = card(page, done_id)
+    await expect(done).to_be_visible()
+    await expect(done).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    await expect(done.locator(".badge")).to_have_text("Succeeded")
+    await expect(done.locator(".digits-count")).to_have_text(DIGITS_OF_1000000_FACTORIAL)
+    shown = await page.evaluate("window.maxProgressShown")
+    assert shown > 0, "the progress bar never showed progress while the job ran"
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
+        result = (await http.get(f"/v1/jobs/{done_id}")).json()["result"]
+        await expect(done.locator(".digits-head")).to_have_text(result["head"])
+        await expect(done.locator(".digits-tail")).to_have_text(result["tail"])
+        decimal = done.get_by_role("link", name=re.compile(r"as decimal"))
+        await expect(decimal).to_have_attribute("href", f"/v1/jobs/{done_id}/result")
+        hexadecimal = done.get_by_role("link", name=re.compile(r"as hex"))
+        await expect(hexadecimal).to_have_attribute("href", f"/v1/jobs/{done_id}/result?format=hex")
+        async with page.expect_download(timeout=30_000) as download:
+            await decimal.click()
+        saved = await (await download.value).path()
+        assert saved.stat().st_size == 5_565_709
+        # Only the summary is on the page, never the value's millions of digits.
+        assert len(await page.content()) < 100_000
+
+        # A long job holds the only pool process, so the next one waits in the queue.
+        hold_id = (await http.post("/v1/jobs", json={"task": "steps", "input": STEPS_20_S})).json()[
+            "id"
+        ]
+        await wait_for_status(http, hold_id, {"running"})
+
+    cancel_id = await submit(page, 1_000_000)
+    cancelled = card(page, cancel_id)
+    await expect(cancelled).to_have_attribute("data-status", "queued")
+    await cancelled.get_by_role("button", name="Cancel 1,000,000!").click()
+    await expect(cancelled).to_have_attribute("data-status", "cancelled", timeout=10_000)
+    await expect(cancelled.locator(".badge")).to_have_text("Cancelled")
+    await expect(cancelled.get_by_role("button")).to_have_count(0)
+
+    # After a reload the list comes back from the server, newest first, and the
+    # running job is followed again.
+    await page.reload()
+    await expect_live(page)
+    await expect(page.locator("li.job")).to_have_count(3)
+    order = await page.locator("li.job").evaluate_all("cards => cards.map(c => c.dataset.jobId)")
+    assert order == [cancel_id, hold_id, done_id]
+    await expect(card(page, done_id)).to_have_attribute("data-status", "succeeded")
+    await expect(card(page, done_id).locator(".digits-count")).to_have_text(
+        DIGITS_OF_1000000_FACTORIAL
+    )
+    await expect(card(page, cancel_id)).to_have_attribute("data-status", "cancelled")
+    running = card(page, hold_id)
+    await expect(running).to_have_attribute("data-status", "running")
+    bar = running.get_by_role("progressbar")
+    await expect(bar).to_have_attribute("aria-valuenow", re.compile(r"\d"))
+    before = await bar.get_attribute("aria-valuenow")
+    await expect(bar).not_to_have_attribute("aria-valuenow", before or "", timeout=5_000)
+    # Far enough along for the screenshots to show a bar, not a sliver.
+    at_least_30_percent = re.compile(r"^([3-9]\d|100)\.\d$")
+    await expect(bar).to_have_attribute("aria-valuenow", at_least_30_percent, timeout=20_000)
+
+    await page.screenshot(
+        path=artifacts / "page-desktop.png", full_page=True, animations="disabled"
+    )
+    await page.set_viewport_size({"width": 375, "height": 800})
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"the page scrolls sideways on a phone: {width} px wide"
+    await page.screenshot(path=artifacts / "page-phone.png", full_page=True, animations="disabled")
+
+    # Cancelling a running job: asked at once, cancelled within a second.
+    await running.get_by_role("button", name="Cancel steps").click()
+    await expect(running).to_have_attribute("data-status", "cancelled", timeout=10_000)
+    await expect(running.get_by_role("progressbar")).to_be_hidden()
+
+
+async def test_a_lost_connection_shows_and_catches_up_when_the_api_is_back(
+    service: Service, page: Page, page_settings: Settings
+) -> None:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
+        body = {"task": "steps", "input": {"steps": 30, "duration_s": 3}}
+        job_id = (await http.post("/v1/jobs", json=body)).json()["id"]
+    await page.goto(service.base_url)
+    await expect_live(page)
+    job = card(page, job_id)
+    await expect(job).to_have_attribute("data-status", "running", timeout=10_000)
+
+    await asyncio.to_thread(stop_api, service)
+    connection = page.locator("#connection")
+    await expect(connection).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+    await expect(connection).to_have_text("Reconnecting…")
+    # The job ends while the page cannot hear about it.
+    async with Store.open(page_settings) as store:
+        deadline = time.monotonic() + 20
+        while (await store.get_job(job_id)).status not in TERMINAL:
+            assert time.monotonic() < deadline, "the job did not finish"
+            await asyncio.sleep(0.05)
+    await expect(job).to_have_attribute("data-status", "running")
+
+    await asyncio.to_thread(start_api, service, page_settings)
+    await wait_ready(service)
+    await expect_live(page)
+    await expect(job).to_have_attribute("data-status", "succeeded", timeout=10_000)
+
+
+async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
+    service: Service, page: Page
+) -> None:
+    key = "k-browser-test"
+    # The server does not check keys yet: these routes answer as if it did.
+    refused: list[str] = []
+    sockets: list[str] = []
+
+    async def check_key(route: Route) -> None:
+        if route.request.headers.get("authorization") == f"Bearer {key}":
+            await route.continue_()
+            return
+        refused.append(route.request.url)
+        error = {"error": {"type": "unauthorized", "message": "this route needs an API key"}}
+        await route.fulfill(status=401, json=error, headers={"WWW-Authenticate": "Bearer"})
+
+    async def check_socket_key(socket: WebSocketRoute) -> None:
+        sockets.append(socket.url)
+        if f"token={key}" in socket.url:
+            socket.connect_to_server()
+        else:
+            await socket.close(code=1008, reason="unauthorized")
+
+    await page.route(re.compile(r"/v1/"), check_key)
+    await page.route_web_socket(re.compile(r"/v1/events"), check_socket_key)
+    await page.goto(service.base_url)
+
+    key_input = page.get_by_label("API key", exact=True)
+    await expect(key_input).to_be_visible()
+    await expect(key_input).to_be_focused()
+    await expect(page.get_by_role("heading", name="This server needs an API key")).to_have_count(1)
+    await expect(page.locator("#connection")).to_have_text("API key needed")
+    assert refused, "the page should have met a 401"
+    await key_input.fill(key)
+    await page.get_by_role("button", name="Save key").click()
+    await expect(key_input).to_be_hidden()
+    await expect_live(page)
+    assert await page.evaluate("localStorage.getItem('factq.apiKey')") == key
+
+    job_id = await submit(page, 20)
+    job = card(page, job_id)
+    await expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    await expect(job.locator(".digits")).to_have_text("2432902008176640000")
+    assert any(f"token={key}" in url for url in sockets)
+    # A plain link cannot send the key: the page fetches the file with it instead.
+    async with page.expect_download(timeout=10_000) as download:
+        await job.get_by_role("link", name=re.compile(r"as decimal")).click()
+    assert (await download.value).suggested_filename == "20-factorial.txt"
+    saved = await (await download.value).path()
+    assert saved.read_text() == "2432902008176640000"
+
+    # The key is remembered: a reload asks nothing and lists the job.
+    refused.clear()
+    await page.reload()
+    await expect_live(page)
+    await expect(key_input).to_be_hidden()
+    await expect(card(page, job_id)).to_have_attribute("data-status", "succeeded")
+    assert refused == []
+
+
+async def test_the_form_checks_n_and_shows_the_servers_422_message(
+    service: Service, page: Page
+) -> None:
+    async def stale_catalogue(route: Route) -> None:
+        # A page that believes in a larger limit than the server's, so the
+        # server's own 422 is what the person sees.
+        response = await route.fetch()
+        tasks = await response.json()
+        for task in tasks["tasks"]:
+            task["limits"]["max_n"] = 2_000_000
+        await route.fulfill(response=response, body=json.dumps(tasks))
+
+    await page.route(re.compile(r"/v1/tasks$"), stale_catalogue)
+    await page.goto(service.base_url)
+    await expect_live(page)
+    await expect(page.locator("#max-n")).to_have_text("2,000,000")
+    field = page.get_by_label("n (compute n!)")
+    alert = page.locator("#n-error")
+    compute = page.get_by_role("button", name="Compute")
+
+    for bad in ["", "-5", "12.5", "1e6", "abc"]:
+        await field.fill(bad)
+        await compute.click()
+        await expect(alert).to_have_text("Enter a whole number from 0 to 2,000,000.")
+        await expect(field).to_have_attribute("aria-invalid", "true")
+    await field.fill("2000001")
+    await compute.click()
+    await expect(alert).to_have_text("n can be at most 2,000,000 on this server.")
+    await expect(page.locator("li.job")).to_have_count(0)
+
+    await field.fill("1,500,000")
+    async with page.expect_response(re.compile(r"/v1/jobs$")) as answer:
+        await compute.click()
+    assert (await answer.value).status == 422
+    await expect(alert).to_contain_text("less than or equal to 1000000")
+    await expect(page.locator("li.job")).to_have_count(0)
+
+    await field.fill("1 000")
+    async with page.expect_response(re.compile(r"/v1/jobs$")) as answer:
+        await compute.click()
+    assert (await answer.value).status == 202
+    await expect(alert).to_be_hidden()
+    await expect(page.locator("li.job .job-title")).to_have_text("1,000!")
+
+
+def stop_api(service: Service) -> None:
+    api = service.processes["api"]
+    api.send_signal(signal.SIGTERM)
+    api.wait(timeout=20)
+
+
+def start_api(service: Service, settings: Settings) -> None:
+    """A new `factq api` on the old one's port; `running_service` stops it at the end."""
+    port = service.base_url.rsplit(":", 1)[1]
+    with open(service.logs / "api-restarted.log", "wb") as log:
+        service.processes["api"] = subprocess.Popen(
+            [sys.executable, "-m", "factq", "api", "--port", port],
+            env=environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ready(service: Service, timeout_s: float = 30.0) -> None:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=2) as http:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"the API did not come back\n{service.log_text()}"
+            await asyncio.sleep(0.05)
