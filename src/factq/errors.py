@@ -8,6 +8,7 @@ FactqError
 ├── InvalidRequest              a query parameter is not acceptable
 ├── UnknownTask                 no task of that name is registered
     ├── InvalidWebhook              a webhook URL that may not be used
+    ├── PayloadTooLarge             a request body over the limit
 ├── JobNotFound                 unknown job, or another owner's job
 ├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
 └── JobStateConflict            the job's status does not allow the operation
@@ -59,6 +60,10 @@ class InvalidInput(FactqError):
 
 class InvalidWebhook(FactqError):
     type = "invalid_webhook"
+
+
+class PayloadTooLarge(FactqError):
+    type = "payload_too_large"
 
 
 class InvalidRequest(FactqError):

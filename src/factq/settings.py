@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     broker_consumer_timeout_s: float = Field(1_800.0, gt=0)
     queue_max_length: int = Field(100_000, ge=1)
 
-    # Credentials.
+    # Credentials and limits.
+    api_keys: SecretStr = SecretStr("")
     worker_token: SecretStr = SecretStr("")
+    allowed_origins: str = ""
+    max_body_bytes: int = Field(1_000_000, ge=1024)
 
     # Webhooks.
     webhook_secret: SecretStr = SecretStr("")
@@ -61,6 +64,16 @@ class Settings(BaseSettings):
                 "raise the broker's consumer_timeout first, then FACTQ_BROKER_CONSUMER_TIMEOUT_S"
             )
         return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The client keys of `api_keys` (comma-separated); none means keys are off."""
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """Browser origins besides the page's own, from `allowed_origins`."""
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     @property
     def task_module_names(self) -> list[str]:

@@ -8,11 +8,13 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 import factq
 from factq.api import compat, events, health, jobs, page
 from factq.api.deps import Resources
 from factq.api.errors import install_error_handlers
+from factq.api.limits import BodySizeLimit
 from factq.broker import Broker
 from factq.events import EventHub
 from factq.settings import Settings
@@ -57,6 +59,15 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.allowed_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer"],
+            expose_headers=["Location", "Retry-After", "Preference-Applied"],
+        )
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(events.router)

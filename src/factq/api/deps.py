@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from concurrent.futures import Executor
 from typing import Annotated, TypedDict
 
 from fastapi import Depends
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
+from factq.api.auth import check_worker_token, request_owner
 from factq.broker import Broker
-from factq.errors import Forbidden, JobNotFound
+from factq.errors import JobNotFound
 from factq.events import EventHub
 from factq.settings import Settings
 from factq.store import Store
 from factq.tasks import TaskRegistry
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-ANONYMOUS = ""
 
 
 class Resources(TypedDict):
@@ -62,21 +61,16 @@ def get_hub(request: HTTPConnection) -> EventHub:
     return hub
 
 
-def get_owner() -> str:
-    """The owner of the jobs this request may see: with API keys off, one shared owner."""
-    return ANONYMOUS
+def get_owner(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
+    """The owner of the jobs this request may see (401 without a valid key, when keys are on)."""
+    return request_owner(request, settings)
 
 
 def require_worker(
     request: HTTPConnection, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
-    """Internal routes: the worker token, compared in constant time; none set, no entry."""
-    token = settings.worker_token.get_secret_value()
-    if not token:
-        raise Forbidden("internal routes are disabled: FACTQ_WORKER_TOKEN is not set")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise Forbidden("this route needs the worker token")
+    """Internal routes need the worker token."""
+    check_worker_token(request, settings)
 
 
 def checked_job_id(job_id: str) -> str:

@@ -23,6 +23,7 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.InvalidInput: 422,
     errors.UnknownTask: 422,
     errors.InvalidWebhook: 422,
+    errors.PayloadTooLarge: 413,
     errors.BackendUnavailable: 503,
     errors.QueueFull: 503,
 }

@@ -19,7 +19,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from factq.api.deps import HubDep, OwnerDep, StoreDep, checked_job_id
+from factq.api.auth import socket_owner
+from factq.api.deps import HubDep, OwnerDep, SettingsDep, StoreDep, checked_job_id
 from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound
 from factq.events import EventHub, SlowSubscriber, follow
 from factq.models import JobEvent
@@ -95,11 +96,13 @@ async def job_events_socket(
     job_id: str,
     store: StoreDep,
     hub: HubDep,
-    owner: OwnerDep,
+    settings: SettingsDep,
     after: After = None,
 ) -> None:
     """The job's current state (or its events after `?after=`), each change, then close 1000."""
-    await websocket.accept()
+    owner = await socket_owner(websocket, settings)
+    if owner is None:
+        return
 
     async def produce() -> int:
         try:
@@ -120,10 +123,12 @@ class _Subscribe(BaseModel):
 
 @router.websocket("/v1/events")
 async def events_socket(
-    websocket: WebSocket, store: StoreDep, hub: HubDep, owner: OwnerDep
+    websocket: WebSocket, store: StoreDep, hub: HubDep, settings: SettingsDep
 ) -> None:
     """Many jobs on one socket: send `{"subscribe": [ids]}` or `{"unsubscribe": [ids]}`."""
-    await websocket.accept()
+    owner = await socket_owner(websocket, settings)
+    if owner is None:
+        return
     await _Multiplexer(websocket, store, hub, owner).serve()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from factq.api.deps import BrokerDep, RegistryDep, StoreDep
+from factq.api.deps import BrokerDep, RegistryDep, StoreDep, get_owner
 from factq.broker import QueueStats
 from factq.errors import BackendUnavailable
 
@@ -75,7 +75,13 @@ async def _answers(check: Any) -> Any:
     return True if result is None else result
 
 
-@router.get("/v1/tasks", tags=["tasks"], response_model=TaskList, summary="The tasks this runs")
+@router.get(
+    "/v1/tasks",
+    tags=["tasks"],
+    response_model=TaskList,
+    summary="The tasks this runs",
+    dependencies=[Depends(get_owner)],
+)
 async def list_tasks(registry: RegistryDep) -> TaskList:
     """Each task with its input's JSON Schema, its limits and its result formats."""
     return TaskList(
