@@ -9,6 +9,7 @@ FactqError
 ├── UnknownTask                 no task of that name is registered
     ├── InvalidWebhook              a webhook URL that may not be used
     ├── PayloadTooLarge             a request body over the limit
+    ├── RateLimited                 too many submissions, or jobs in flight, for now
 ├── JobNotFound                 unknown job, or another owner's job
 ├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
 └── JobStateConflict            the job's status does not allow the operation
@@ -60,6 +61,14 @@ class InvalidInput(FactqError):
 
 class InvalidWebhook(FactqError):
     type = "invalid_webhook"
+
+
+class RateLimited(FactqError):
+    type = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(FactqError):

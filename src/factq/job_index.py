@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as redis
 
+from factq.errors import RateLimited
 from factq.models import Job, JobStatus
 from factq.names import Names
 from factq.redis_edge import backend_errors, text
@@ -15,6 +16,9 @@ from factq.settings import Settings
 OWNER_INDEX_MAX = 100_000
 # A filtered listing reads at most this many index entries per job it returns.
 LIST_SCAN_FACTOR = 10
+IN_FLIGHT_RETRY_S = 1
+# Statuses (and a vanished job) that no longer count as in flight.
+_NOT_IN_FLIGHT = {None, b"succeeded", b"failed", b"cancelled"}
 
 
 class JobIndex:
@@ -26,6 +30,7 @@ class JobIndex:
         # The index outlives its newest job's result; entries whose job is
         # gone are dropped as they are read.
         self._keep_s = 2 * settings.result_ttl_s
+        self._max_in_flight = settings.max_in_flight_per_key
 
     @backend_errors
     async def add(self, owner: str, job_ids: Sequence[str]) -> None:
@@ -39,7 +44,35 @@ class JobIndex:
             pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
             pipe.expire(index, self._keep_s)
             pipe.expire(counter, self._keep_s)
+            if self._max_in_flight:
+                active = self._names.owner_active(owner)
+                pipe.sadd(active, *job_ids)
+                pipe.expire(active, self._keep_s)
             await pipe.execute()
+
+    @backend_errors
+    async def admit(self, owner: str, jobs: int) -> None:
+        """Refuse more than FACTQ_MAX_IN_FLIGHT_PER_KEY queued or running jobs per owner."""
+        if not self._max_in_flight:
+            return
+        key = self._names.owner_active(owner)
+        if await self._redis.scard(key) + jobs <= self._max_in_flight:
+            return
+        # Finished jobs leave the set only here, when it looks full.
+        members = [text(member) for member in await self._redis.smembers(key)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in members:
+                pipe.hget(self._names.job(job_id), "status")
+            statuses = await pipe.execute()
+        done = [m for m, s in zip(members, statuses, strict=True) if s in _NOT_IN_FLIGHT]
+        if done:
+            await self._redis.srem(key, *done)
+        in_flight = len(members) - len(done)
+        if in_flight + jobs > self._max_in_flight:
+            raise RateLimited(
+                f"{in_flight} jobs in flight; at most {self._max_in_flight} per key",
+                retry_after_s=IN_FLIGHT_RETRY_S,
+            )
 
     @backend_errors
     async def page(

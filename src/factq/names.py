@@ -29,6 +29,10 @@ class Names:
         """Sorted set of an owner's job ids, scored by submission order."""
         return f"{self.namespace}:owner:{owner or '-'}:jobs"
 
+    def owner_active(self, owner: str) -> str:
+        """Set of an owner's jobs that may still be queued or running."""
+        return f"{self.namespace}:owner:{owner or '-'}:active"
+
     def owner_counter(self, owner: str) -> str:
         return f"{self.namespace}:owner:{owner or '-'}:count"
 

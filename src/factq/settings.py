@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+import limits
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     worker_token: SecretStr = SecretStr("")
     allowed_origins: str = ""
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    rate_limit: str = ""
+    max_in_flight_per_key: int = Field(0, ge=0)
 
     # Webhooks.
     webhook_secret: SecretStr = SecretStr("")
@@ -52,6 +55,16 @@ class Settings(BaseSettings):
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: LogLevel = "info"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value:
+            try:
+                limits.parse(value)
+            except ValueError:
+                raise ValueError(f"rate_limit must look like 600/minute, not {value!r}") from None
+        return value
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> Settings:

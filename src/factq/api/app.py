@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +15,7 @@ from factq.api import compat, events, health, jobs, page
 from factq.api.deps import Resources
 from factq.api.errors import install_error_handlers
 from factq.api.limits import BodySizeLimit
+from factq.api.ratelimit import SubmissionLimiter
 from factq.broker import Broker
 from factq.events import EventHub
 from factq.settings import Settings
@@ -39,11 +40,14 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(1, mp_context=context) as converter:
             async with (
+                AsyncExitStack() as stack,
                 Store.open(settings) as store,
                 Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
                 EventHub.open(settings) as hub,
             ):
                 await store.ping()
+                limiter = SubmissionLimiter(settings)
+                stack.push_async_callback(limiter.aclose)
                 yield {
                     "settings": settings,
                     "store": store,
@@ -51,6 +55,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                     "registry": tasks,
                     "hub": hub,
                     "converter": converter,
+                    "limiter": limiter,
                 }
 
     app = FastAPI(

@@ -15,20 +15,21 @@ from concurrent.futures import Executor
 from typing import Annotated, Literal
 
 import gmpy2
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from factq.api.deps import (
     BrokerDep,
     ConverterDep,
+    LimiterDep,
     OwnerDep,
     RegistryDep,
     StoreDep,
     checked_job_id,
     require_worker,
 )
-from factq.api.submission import JobRequest, enqueue, validate_request
+from factq.api.submission import JobRequest, admit, enqueue, validate_request
 from factq.errors import AlreadyFinished, InvalidInput, InvalidRequest, JobNotFound
 from factq.models import Job, JobError, JobStatus
 from factq.store import Store, Transition
@@ -69,6 +70,8 @@ class CompatUpdate(BaseModel):
     responses={200: {"content": {"text/plain": {}}, "description": "The new job's id."}},
 )
 async def queue_factorial(
+    request: Request,
+    limiter: LimiterDep,
     store: StoreDep,
     broker: BrokerDep,
     registry: RegistryDep,
@@ -82,6 +85,7 @@ async def queue_factorial(
         job = validate_request(JobRequest(task="factorial", input={"n": int(no)}), registry, owner)
     except InvalidInput as exc:
         raise InvalidRequest(exc.message.replace("input.n", "no"), details=exc.details) from None
+    await admit(request, limiter, store, owner, 1)
     [created] = await enqueue(store, broker, [job])
     return PlainTextResponse(created.id)
 

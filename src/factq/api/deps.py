@@ -10,6 +10,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
 
 from factq.api.auth import check_worker_token, request_owner
+from factq.api.ratelimit import SubmissionLimiter
 from factq.broker import Broker
 from factq.errors import JobNotFound
 from factq.events import EventHub
@@ -29,6 +30,7 @@ class Resources(TypedDict):
     registry: TaskRegistry
     hub: EventHub
     converter: Executor
+    limiter: SubmissionLimiter
 
 
 def get_settings(request: HTTPConnection) -> Settings:
@@ -54,6 +56,11 @@ def get_registry(request: HTTPConnection) -> TaskRegistry:
 def get_converter(request: HTTPConnection) -> Executor:
     converter: Executor = request.state.converter
     return converter
+
+
+def get_limiter(request: HTTPConnection) -> SubmissionLimiter:
+    limiter: SubmissionLimiter = request.state.limiter
+    return limiter
 
 
 def get_hub(request: HTTPConnection) -> EventHub:
@@ -87,3 +94,4 @@ RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 ConverterDep = Annotated[Executor, Depends(get_converter)]
+LimiterDep = Annotated[SubmissionLimiter, Depends(get_limiter)]

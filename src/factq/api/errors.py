@@ -24,6 +24,7 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.UnknownTask: 422,
     errors.InvalidWebhook: 422,
     errors.PayloadTooLarge: 413,
+    errors.RateLimited: 429,
     errors.BackendUnavailable: 503,
     errors.QueueFull: 503,
 }
@@ -64,7 +65,7 @@ async def _factq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.FactqError)
     status_code = status_code_for(exc)
     headers = None
-    if isinstance(exc, errors.BackendUnavailable | errors.QueueFull):
+    if isinstance(exc, errors.BackendUnavailable | errors.QueueFull | errors.RateLimited):
         headers = {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, errors.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}

@@ -8,13 +8,14 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from factq.api.deps import (
     BrokerDep,
     HubDep,
+    LimiterDep,
     OwnerDep,
     RegistryDep,
     SettingsDep,
@@ -24,6 +25,7 @@ from factq.api.deps import (
 from factq.api.submission import (
     BatchRequest,
     JobRequest,
+    admit,
     check_webhooks,
     enqueue,
     validate_batch,
@@ -101,7 +103,9 @@ async def list_jobs(
 )
 async def submit_job(
     body: JobRequest,
+    request: Request,
     response: Response,
+    limiter: LimiterDep,
     settings: SettingsDep,
     store: StoreDep,
     broker: BrokerDep,
@@ -120,6 +124,7 @@ async def submit_job(
     """
     new = validate_request(body, registry, owner)
     await check_webhooks([new], settings)
+    await admit(request, limiter, store, owner, 1)
     [job] = await enqueue(store, broker, [new])
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     wait_s = preferred_wait_s(prefer)
@@ -145,6 +150,8 @@ async def submit_job(
 )
 async def submit_batch(
     body: BatchRequest,
+    request: Request,
+    limiter: LimiterDep,
     settings: SettingsDep,
     store: StoreDep,
     broker: BrokerDep,
@@ -158,6 +165,7 @@ async def submit_batch(
         raise InvalidInput(f"a batch holds at most {settings.max_batch} jobs, not {len(body.jobs)}")
     jobs = validate_batch(body.jobs, registry, owner)
     await check_webhooks(jobs, settings)
+    await admit(request, limiter, store, owner, len(jobs))
     return JobList(jobs=await enqueue(store, broker, jobs))
 
 

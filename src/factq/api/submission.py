@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
 
+from factq.api.ratelimit import SubmissionLimiter
 from factq.broker import Broker, JobMessage
 from factq.errors import FactqError, InvalidInput, InvalidWebhook
 from factq.models import Job
@@ -102,6 +104,16 @@ def validate_batch(items: Sequence[Any], registry: TaskRegistry, owner: str) -> 
             details=problems,
         )
     return jobs
+
+
+async def admit(
+    request: Request, limiter: SubmissionLimiter, store: Store, owner: str, jobs: int
+) -> None:
+    """Apply the submission rate (per key, or per client address when keys are off)
+    and the cap on each key's jobs in flight; 429 when over either."""
+    client = request.client.host if request.client else "unknown"
+    await limiter.admit(owner or f"address:{client}", jobs)
+    await store.index.admit(owner, jobs)
 
 
 async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[Job]:

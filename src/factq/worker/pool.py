@@ -12,6 +12,10 @@ import concurrent.futures
 import importlib
 import inspect
 import multiprocessing
+import os
+import select
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,12 +48,39 @@ class TaskFailed(Exception):
 _reporter: ProgressReporter | None = None
 
 
-def _init_process(modules: Sequence[str], redis_url: str, namespace: str) -> None:
+def _init_process(modules: Sequence[str], redis_url: str, namespace: str, worker_pid: int) -> None:
     """Import the task modules and connect for progress reports as the process starts."""
     global _reporter
+    _die_with(worker_pid)
     for module in modules:
         importlib.import_module(module)
     _reporter = ProgressReporter(redis_url, namespace)
+
+
+def _die_with(worker_pid: int) -> None:
+    """End this pool process as soon as its worker process is gone, however it went.
+
+    A worker killed with SIGKILL (or by the OOM killer) cannot stop its pool, and
+    pebble's processes notice only when they ask for their next task: a running
+    task went on as an orphan for as long as it had left (measured: the whole
+    of a 4 s task), using a core the replacement worker needs, while its job was
+    already redelivered to another worker. A thread waits on a pidfd of the
+    worker (the parent here is the worker's forkserver, which outlives it, so
+    PR_SET_PDEATHSIG would not fire) and ends this process when it exits.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:  # not Linux 5.3+: orphans finish their task, then exit
+        return
+    try:
+        pidfd = pidfd_open(worker_pid)
+    except ProcessLookupError:
+        os._exit(1)  # the worker is already gone
+
+    def wait_for_worker_exit() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait_for_worker_exit, name="factq-die-with-worker", daemon=True).start()
 
 
 def _ready() -> bool:
@@ -75,7 +106,12 @@ class TaskPool:
         self._pool = pebble.ProcessPool(
             max_workers=processes,
             initializer=_init_process,
-            initargs=(tuple(preload), settings.redis_url.get_secret_value(), settings.namespace),
+            initargs=(
+                tuple(preload),
+                settings.redis_url.get_secret_value(),
+                settings.namespace,
+                os.getpid(),
+            ),
             context=multiprocessing.get_context("forkserver"),
         )
         self.processes = processes

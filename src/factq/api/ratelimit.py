@@ -1,0 +1,64 @@
+"""Job submissions per key (or per client address when keys are off), shared by
+every API process through Redis, with the `limits` library."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis.asyncio as redis
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.errors import StorageError
+
+from factq.errors import BackendUnavailable, RateLimited
+from factq.settings import Settings
+
+
+class SubmissionLimiter:
+    """`FACTQ_RATE_LIMIT`, e.g. `600/minute`; a batch counts each of its jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._item: RateLimitItem | None = (
+            parse(settings.rate_limit) if settings.rate_limit else None
+        )
+        # A fixed window: one counter per key and window, so a batch of a
+        # thousand jobs costs one command, not a thousand.
+        self._limiter: FixedWindowRateLimiter | None = None
+        self._pool: redis.BlockingConnectionPool | None = None
+        if self._item is not None:
+            url = settings.redis_url.get_secret_value()
+            # Our own pool, so that it is closed with the API.
+            self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=5)
+            storage = RedisStorage(
+                "async+" + url,
+                implementation="redispy",
+                key_prefix=f"{settings.namespace}:limits",
+                wrap_exceptions=True,
+                connection_pool=self._pool,  # type: ignore[arg-type]
+            )
+            self._limiter = FixedWindowRateLimiter(storage)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+    async def admit(self, who: str, jobs: int) -> None:
+        """Count `jobs` submissions for `who`, or raise `RateLimited` (nothing counted)."""
+        if self._limiter is None or self._item is None:
+            return
+        try:
+            # Test first: a refused hit would still count against the window.
+            if await self._limiter.test(self._item, who, cost=jobs) and await self._limiter.hit(
+                self._item, who, cost=jobs
+            ):
+                return
+            stats = await self._limiter.get_window_stats(self._item, who)
+        except StorageError as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+        retry_after_s = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"over the limit of {self._item} job submissions; retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
