@@ -9,6 +9,7 @@ FactqError
 ├── UnknownTask                 no task of that name is registered
     ├── InvalidWebhook              a webhook URL that may not be used
     ├── PayloadTooLarge             a request body over the limit
+    ├── IdempotencyConflict         an Idempotency-Key reused with another request
     ├── RateLimited                 too many submissions, or jobs in flight, for now
 ├── JobNotFound                 unknown job, or another owner's job
 ├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
@@ -69,6 +70,10 @@ class RateLimited(FactqError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class IdempotencyConflict(FactqError):
+    type = "idempotency_conflict"
 
 
 class PayloadTooLarge(FactqError):

@@ -33,6 +33,10 @@ class Names:
         """Set of an owner's jobs that may still be queued or running."""
         return f"{self.namespace}:owner:{owner or '-'}:active"
 
+    def idempotency(self, owner: str, key_digest: str) -> str:
+        """Which job an owner's Idempotency-Key created, and for which request."""
+        return f"{self.namespace}:idempotency:{owner or '-'}:{key_digest}"
+
     def owner_counter(self, owner: str) -> str:
         return f"{self.namespace}:owner:{owner or '-'}:count"
 

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(86_400, ge=1)
     provisional_ttl_s: int = Field(300, ge=1)
     job_timeout_s: float = Field(300.0, gt=0)
+    job_deadline_s: float | None = Field(None, gt=0)
     broker_consumer_timeout_s: float = Field(1_800.0, gt=0)
     queue_max_length: int = Field(100_000, ge=1)
 

@@ -9,6 +9,7 @@ event to the job's stream and publishes it, all at once. Redis errors become
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -26,6 +27,7 @@ from factq.errors import (
     AlreadyFinished,
     BackendUnavailable,
     FactqError,
+    IdempotencyConflict,
     JobNotFound,
     NotFinished,
 )
@@ -49,6 +51,7 @@ class StartOutcome(StrEnum):
     STARTED = "started"
     TERMINAL = "terminal"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
     MISSING = "missing"
 
 
@@ -61,6 +64,7 @@ class NewJob:
     input: dict[str, Any]
     owner: str
     webhook: WebhookRequest | None = None
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +138,9 @@ class Store:
                         job.task,
                         json.dumps(job.input, separators=(",", ":")),
                         job.owner,
-                        *(
-                            [job.webhook.model_dump_json(), self.names.webhooks]
-                            if job.webhook
-                            else []
-                        ),
+                        job.webhook.model_dump_json() if job.webhook else "",
+                        self.names.webhooks if job.webhook else "",
+                        "" if job.deadline_s is None else repr(job.deadline_s),
                     ],
                     client=pipe,
                 )
@@ -153,6 +155,33 @@ class Store:
         for owner in {job.owner for job in jobs}:
             await self.index.add(owner, [job.job_id for job in jobs if job.owner == owner])
         return created
+
+    @backend_errors
+    async def claim_idempotency_key(
+        self, owner: str, key: str, fingerprint: str, job_id: str
+    ) -> str | None:
+        """Reserve `key` for a new job: None when reserved now, else the id of the job
+        it already made for the same request; `IdempotencyConflict` for another."""
+        name = self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
+        value = f"{fingerprint}:{job_id}"
+        if await self._redis.set(name, value, nx=True, ex=self._settings.result_ttl_s):
+            return None
+        existing = await self._redis.get(name)
+        if existing is None:  # expired just now: try once more
+            return await self.claim_idempotency_key(owner, key, fingerprint, job_id)
+        their_fingerprint, _, their_job = text(existing).partition(":")
+        if their_fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request; use a new key"
+            )
+        return their_job
+
+    @backend_errors
+    async def release_idempotency_key(self, owner: str, key: str) -> None:
+        """The job the key was reserved for was never queued."""
+        await self._redis.delete(
+            self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
+        )
 
     @backend_errors
     async def confirm_jobs(self, job_ids: Sequence[str]) -> None:

@@ -25,6 +25,7 @@ from factq.api.deps import (
     LimiterDep,
     OwnerDep,
     RegistryDep,
+    SettingsDep,
     StoreDep,
     checked_job_id,
     require_worker,
@@ -71,6 +72,7 @@ class CompatUpdate(BaseModel):
 )
 async def queue_factorial(
     request: Request,
+    settings: SettingsDep,
     limiter: LimiterDep,
     store: StoreDep,
     broker: BrokerDep,
@@ -82,7 +84,8 @@ async def queue_factorial(
     if not re.fullmatch(r"[0-9]{1,20}", no):
         raise InvalidRequest(f"no must be a non-negative decimal integer, not {no[:40]!r}")
     try:
-        job = validate_request(JobRequest(task="factorial", input={"n": int(no)}), registry, owner)
+        job_request = JobRequest(task="factorial", input={"n": int(no)})
+        job = validate_request(job_request, registry, owner, settings.job_deadline_s)
     except InvalidInput as exc:
         raise InvalidRequest(exc.message.replace("input.n", "no"), details=exc.details) from None
     await admit(request, limiter, store, owner, 1)

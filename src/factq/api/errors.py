@@ -25,6 +25,7 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.InvalidWebhook: 422,
     errors.PayloadTooLarge: 413,
     errors.RateLimited: 429,
+    errors.IdempotencyConflict: 409,
     errors.BackendUnavailable: 503,
     errors.QueueFull: 503,
 }

@@ -28,6 +28,8 @@ from factq.api.submission import (
     admit,
     check_webhooks,
     enqueue,
+    enqueue_once,
+    fingerprint,
     validate_batch,
     validate_request,
 )
@@ -116,17 +118,27 @@ async def submit_job(
         str | None,
         Header(description="`wait=S` (S up to 60): answer when the job ends, or after S seconds."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="The same key and body again returns the same job, not a new one.",
+        ),
+    ] = None,
 ) -> Job:
     """Queue one job; the answer comes at once with the job's id and `Location`.
 
     With `Prefer: wait=S` the answer waits until the job ends (200 with the
     finished job) or S seconds pass (202 as usual).
     """
-    new = validate_request(body, registry, owner)
+    new = validate_request(body, registry, owner, settings.job_deadline_s)
     await check_webhooks([new], settings)
     await admit(request, limiter, store, owner, 1)
-    [job] = await enqueue(store, broker, [new])
+    job, replayed = await enqueue_once(store, broker, new, idempotency_key, fingerprint(body))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     wait_s = preferred_wait_s(prefer)
     if wait_s is None:
         return job
@@ -163,7 +175,7 @@ async def submit_batch(
         raise InvalidInput("a batch needs at least one job")
     if len(body.jobs) > settings.max_batch:
         raise InvalidInput(f"a batch holds at most {settings.max_batch} jobs, not {len(body.jobs)}")
-    jobs = validate_batch(body.jobs, registry, owner)
+    jobs = validate_batch(body.jobs, registry, owner, settings.job_deadline_s)
     await check_webhooks(jobs, settings)
     await admit(request, limiter, store, owner, len(jobs))
     return JobList(jobs=await enqueue(store, broker, jobs))

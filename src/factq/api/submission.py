@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import json
 import logging
 import secrets
 from collections.abc import Sequence
@@ -12,7 +16,13 @@ from starlette.requests import Request
 
 from factq.api.ratelimit import SubmissionLimiter
 from factq.broker import Broker, JobMessage
-from factq.errors import FactqError, InvalidInput, InvalidWebhook
+from factq.errors import (
+    FactqError,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidWebhook,
+    JobNotFound,
+)
 from factq.models import Job
 from factq.settings import Settings
 from factq.store import NewJob, Store
@@ -20,6 +30,9 @@ from factq.tasks import TaskRegistry
 from factq.webhooks import WebhookRequest, allowed_hosts, check_destination
 
 logger = logging.getLogger(__name__)
+
+REPLAY_WAIT_STEPS = 20
+REPLAY_WAIT_STEP_S = 0.1
 
 
 class JobRequest(BaseModel):
@@ -34,6 +47,13 @@ class JobRequest(BaseModel):
     input: dict[str, Any] = Field(description="The task's input, as its input schema says.")
     webhook: WebhookRequest | None = Field(
         None, description="POST these events of the job to this URL, signed."
+    )
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=30 * 86_400,
+        description="Not started within this many seconds of submission: not run, "
+        "failed with `expired`. Default FACTQ_JOB_DEADLINE_S (none).",
     )
 
 
@@ -50,11 +70,18 @@ def new_job_id() -> str:
     return secrets.token_hex(16)
 
 
-def validate_request(request: JobRequest, registry: TaskRegistry, owner: str) -> NewJob:
+def validate_request(
+    request: JobRequest, registry: TaskRegistry, owner: str, default_deadline_s: float | None
+) -> NewJob:
     """A new job for a well-formed request, or `UnknownTask` / `InvalidInput`."""
     task = registry.get_task(request.task)
     return NewJob(
-        new_job_id(), task.name, task.validate_input(request.input), owner, request.webhook
+        new_job_id(),
+        task.name,
+        task.validate_input(request.input),
+        owner,
+        request.webhook,
+        request.deadline_s if request.deadline_s is not None else default_deadline_s,
     )
 
 
@@ -81,13 +108,16 @@ async def check_webhooks(jobs: Sequence[NewJob], settings: Settings) -> None:
         )
 
 
-def validate_batch(items: Sequence[Any], registry: TaskRegistry, owner: str) -> list[NewJob]:
+def validate_batch(
+    items: Sequence[Any], registry: TaskRegistry, owner: str, default_deadline_s: float | None
+) -> list[NewJob]:
     """New jobs for every item, or one `InvalidInput` naming each bad item's index."""
     jobs: list[NewJob] = []
     problems: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            jobs.append(validate_request(JobRequest.model_validate(item), registry, owner))
+            request = JobRequest.model_validate(item)
+            jobs.append(validate_request(request, registry, owner, default_deadline_s))
         except ValidationError as exc:
             problems.extend(
                 {"index": index, "loc": ".".join(map(str, error["loc"])), "message": error["msg"]}
@@ -114,6 +144,42 @@ async def admit(
     client = request.client.host if request.client else "unknown"
     await limiter.admit(owner or f"address:{client}", jobs)
     await store.index.admit(owner, jobs)
+
+
+async def enqueue_once(
+    store: Store, broker: Broker, new: NewJob, idempotency_key: str | None, fingerprint: str
+) -> tuple[Job, bool]:
+    """Queue the job; or, when the Idempotency-Key already made a job for the same
+    request, that job (and True: a replay)."""
+    if idempotency_key is None:
+        [job] = await enqueue(store, broker, [new])
+        return job, False
+    made = await store.claim_idempotency_key(new.owner, idempotency_key, fingerprint, new.job_id)
+    if made is not None:
+        return await _made_by_key(store, made, new.owner), True
+    try:
+        [job] = await enqueue(store, broker, [new])
+    except BaseException:
+        with contextlib.suppress(FactqError):
+            await store.release_idempotency_key(new.owner, idempotency_key)
+        raise
+    return job, False
+
+
+async def _made_by_key(store: Store, job_id: str, owner: str) -> Job:
+    # A concurrent request with the same key may still be storing its job.
+    for _ in range(REPLAY_WAIT_STEPS):
+        try:
+            return await store.get_job(job_id, owner)
+        except JobNotFound:
+            await asyncio.sleep(REPLAY_WAIT_STEP_S)
+    raise IdempotencyConflict("the request with this Idempotency-Key did not complete; retry")
+
+
+def fingerprint(request: JobRequest) -> str:
+    """What makes two submissions the same request, for Idempotency-Key."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[Job]:

@@ -1,14 +1,20 @@
 -- A new job, queued. It lives only provisional_ttl seconds until `confirm`
 -- runs after the broker confirmed its message: a job whose publish never
 -- completed vanishes on its own.
--- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, and for a
--- job with a webhook, its JSON and the stream of deliveries to send.
+-- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, webhook
+-- JSON and the stream of deliveries to send ('' for none), deadline in
+-- seconds from now ('' for none).
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local created = now()
 redis.call('HSET', KEYS[1],
   'id', ARGV[3], 'task', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6],
-  'status', 'queued', 'created_at', now(), 'attempts', 0, 'cancel_requested', 0)
-if ARGV[7] and ARGV[7] ~= '' then
+  'status', 'queued', 'created_at', created, 'attempts', 0, 'cancel_requested', 0)
+if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8])
+end
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'deadline_at',
+    string.format('%.6f', tonumber(created) + tonumber(ARGV[9])))
 end
 local flat = emit(ARGV[1], 'queued')
 keep(tonumber(ARGV[2]))

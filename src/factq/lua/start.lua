@@ -1,6 +1,7 @@
 -- A worker begins (or, after a lost worker, begins again) to run the job.
 -- Returns {outcome, job fields}: outcome 'started', 'terminal' (nothing to
--- do), 'cancelled' (a cancel was asked while it was held) or 'missing'.
+-- do), 'cancelled' (a cancel was asked while it was held), 'expired' (still
+-- queued past its deadline: failed, never run) or 'missing'.
 -- ARGV: channel, result_ttl
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', {}} end
@@ -11,6 +12,14 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   local flat = emit(ARGV[1], 'completed')
   keep(tonumber(ARGV[2]))
   return {'cancelled', flat}
+end
+local deadline = redis.call('HGET', KEYS[1], 'deadline_at')
+if status == 'queued' and deadline and tonumber(at) > tonumber(deadline) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
+    cjson.encode({type = 'expired', message = 'not started before its deadline'}))
+  local flat = emit(ARGV[1], 'completed')
+  keep(tonumber(ARGV[2]))
+  return {'expired', flat}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', at)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
