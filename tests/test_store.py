@@ -204,3 +204,12 @@ async def test_the_lost_flag_belongs_to_the_last_attempt(store: Store) -> None:
     assert await store.was_last_attempt_lost(job_id)
     await store.mark_running(job_id)
     assert not await store.was_last_attempt_lost(job_id)
+
+
+async def test_durability_warnings_name_what_could_lose_work(store: Store, raw) -> None:
+    config = await raw.config_get("appendonly")
+    warnings = await store.durability_warnings()
+    if config["appendonly"] == "yes":
+        assert not any("AOF" in warning for warning in warnings)
+    else:
+        assert any("appendonly yes" in warning for warning in warnings)

@@ -122,6 +122,28 @@ class Store:
     async def ping(self) -> None:
         await self._redis.ping()
 
+    async def durability_warnings(self) -> list[str]:
+        """What in Redis's configuration could lose acknowledged work (empty when
+        it cannot be read, as on managed services that disable CONFIG)."""
+        try:
+            config: dict[Any, Any] = await self._redis.config_get("appendonly")
+            config |= await self._redis.config_get("maxmemory-policy")
+        except RedisError:
+            return []
+        values = {text(name): text(value) for name, value in config.items()}
+        warnings = []
+        if values.get("appendonly") != "yes":
+            warnings.append(
+                "Redis runs without AOF (appendonly no): a restart loses jobs and results "
+                "acknowledged since the last snapshot; set appendonly yes"
+            )
+        if values.get("maxmemory-policy", "noeviction") != "noeviction":
+            warnings.append(
+                f"Redis may evict keys (maxmemory-policy {values['maxmemory-policy']}): "
+                "jobs could vanish under memory pressure; set maxmemory-policy noeviction"
+            )
+        return warnings
+
     # Jobs.
 
     @backend_errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,8 @@ from factq.events import EventHub
 from factq.settings import Settings
 from factq.store import Store
 from factq.tasks import TaskRegistry
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Submit a job and get its id at once (202); workers compute it off the request
@@ -46,6 +49,8 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                 EventHub.open(settings) as hub,
             ):
                 await store.ping()
+                for warning in await store.durability_warnings():
+                    logger.warning("%s", warning)
                 limiter = SubmissionLimiter(settings)
                 stack.push_async_callback(limiter.aclose)
                 yield {

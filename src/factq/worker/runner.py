@@ -50,6 +50,8 @@ class Worker:
         try:
             self._store = await self._stack.enter_async_context(Store.open(self.settings))
             await self._store.ping()
+            for warning in await self._store.durability_warnings():
+                logger.warning("%s", warning)
             self._broker = await self._stack.enter_async_context(
                 Broker.open(self.settings, name=f"factq-worker-{self.settings.namespace}")
             )
