@@ -16,6 +16,7 @@ from factq.api import compat, events, health, jobs, page
 from factq.api.deps import Resources
 from factq.api.errors import install_error_handlers
 from factq.api.limits import BodySizeLimit
+from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
 from factq.broker import Broker
 from factq.events import EventHub
@@ -79,6 +80,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             expose_headers=["Location", "Retry-After", "Preference-Applied"],
         )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)

@@ -78,7 +78,7 @@ async def queue_factorial(
     broker: BrokerDep,
     registry: RegistryDep,
     owner: OwnerDep,
-    no: Annotated[str, Query(description="n, a decimal integer.")],
+    no: Annotated[str, Query(description="n, a decimal integer.", pattern=r"^[0-9]{1,20}$")],
 ) -> PlainTextResponse:
     """Queue factorial(no); the body is the job id."""
     if not re.fullmatch(r"[0-9]{1,20}", no):

@@ -98,6 +98,9 @@ def _detail(error: Any) -> dict[str, Any]:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # FastAPI's only 400: a body it could not even decode (not UTF-8, say).
+        return error_response(422, "invalid_input", "malformed JSON: the body cannot be decoded")
     error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, error_type, str(exc.detail), headers=headers)

@@ -223,7 +223,9 @@ async def _stream_start(
     store: StoreDep,
     owner: OwnerDep,
     after: After = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", pattern=r"^[0-9]{0,18}$")
+    ] = None,
 ) -> tuple[str, int | None]:
     """The job and where to resume, checked before the stream starts (a 404 or
     400 is impossible once it has)."""

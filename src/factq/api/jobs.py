@@ -81,7 +81,8 @@ async def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[
-        str | None, Query(description="`next_cursor` of the previous page.", max_length=40)
+        str | None,
+        Query(description="`next_cursor` of the previous page.", pattern=r"^[0-9]{1,20}$"),
     ] = None,
 ) -> JobPage:
     """The caller's jobs, newest first, a page at a time; `next_cursor` is null at the end."""
@@ -217,7 +218,12 @@ async def get_result(
     registry: RegistryDep,
     owner: OwnerDep,
     format_name: Annotated[
-        str | None, Query(alias="format", description="A result format of the task, e.g. `hex`.")
+        str | None,
+        Query(
+            alias="format",
+            description="A result format of the task, e.g. `hex`.",
+            pattern=r"^[a-z0-9_-]{1,40}$",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """The full value, streamed from Redis in chunks: decimal digits, or `?format=hex`."""

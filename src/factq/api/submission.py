@@ -43,7 +43,7 @@ class JobRequest(BaseModel):
         json_schema_extra={"examples": [{"task": "factorial", "input": {"n": 150000}}]},
     )
 
-    task: str = Field(description="A task name from GET /v1/tasks.", max_length=200)
+    task: str = Field(description="A task name from GET /v1/tasks.", min_length=1, max_length=200)
     input: dict[str, Any] = Field(description="The task's input, as its input schema says.")
     webhook: WebhookRequest | None = Field(
         None, description="POST these events of the job to this URL, signed."
@@ -62,7 +62,10 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    jobs: list[Any] = Field(description="Job requests, each like the body of POST /v1/jobs.")
+    jobs: list[Any] = Field(
+        description="Job requests, each like the body of POST /v1/jobs.",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/JobRequest"}},
+    )
 
 
 def new_job_id() -> str:
