@@ -288,3 +288,16 @@ async def test_resuming_after_the_final_event_ends_at_once(live: str) -> None:
         response = await http.get(url, headers={"Last-Event-ID": str(final)})
     assert response.status_code == 200
     assert "data:" not in response.text
+
+
+async def test_a_server_shutdown_closes_sockets_cleanly(settings: Settings, store: Store) -> None:
+    job_id = await queued_job(store)
+    async with live_server(settings) as address:
+        socket = await websockets.connect(f"ws://{address}/v1/jobs/{job_id}/events")
+        first = json.loads(await socket.recv())
+    # The server has stopped: the client was told, with a code that says
+    # "come back" (1012 service restart, or 1001 going away), not dropped.
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(socket.recv(), 10)
+    assert first["job"]["id"] == job_id
+    assert socket.close_code in (1001, 1012)
