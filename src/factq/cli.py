@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from factq import cli_jobs
 from factq.broker import Broker
 from factq.errors import FactqError
+from factq.logs import configure_logging, redact_server_logs
 from factq.settings import Settings
 from factq.store import Store
 
@@ -82,10 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"factq: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     if args.command == "dev":
         return run_dev(args.host, args.port, settings.concurrency)
     try:
@@ -118,6 +116,7 @@ def run_api(settings: Settings, host: str, port: int) -> int:
         ws_max_size=WS_MAX_MESSAGE_BYTES,
     )
     server = uvicorn.Server(config)
+    redact_server_logs()
     server.run()
     return 0 if server.started else 3
 
