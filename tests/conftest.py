@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,14 @@ async def settings_factory() -> AsyncIterator[Callable[..., Settings]]:
     yield make
     for settings in made:
         await delete_namespace(settings)
+
+
+@pytest.fixture
+def e2e_settings() -> Iterator[Settings]:
+    """Settings for real api and worker processes (sync tests), cleaned up after."""
+    settings = make_settings()
+    yield settings
+    asyncio.run(delete_namespace(settings))
 
 
 @pytest.fixture

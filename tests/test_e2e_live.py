@@ -15,20 +15,11 @@ import pytest
 import websockets
 
 from factq.settings import Settings
-from tests.conftest import make_settings
-from tests.support.backends import delete_namespace
 from tests.support.service import Service, running_service
 from tests.support.tasks import executions_by_worker
 from tests.support.waiting import until, wait_for_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def e2e_settings() -> Iterator[Settings]:
-    settings = make_settings()
-    yield settings
-    asyncio.run(delete_namespace(settings))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +10,6 @@ import pytest
 from playwright.async_api import BrowserContext, Error, Page, async_playwright
 
 from factq.settings import Settings
-from tests.conftest import make_settings
-from tests.support.backends import delete_namespace
 from tests.support.service import ROOT, Service, running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,18 +38,11 @@ def chromium() -> Path:
 
 
 @pytest.fixture
-def page_settings() -> Iterator[Settings]:
-    settings = make_settings()
-    yield settings
-    asyncio.run(delete_namespace(settings))
-
-
-@pytest.fixture
-def service(chromium: Path, page_settings: Settings, tmp_path: Path) -> Iterator[Service]:
+def service(chromium: Path, e2e_settings: Settings, tmp_path: Path) -> Iterator[Service]:
     logs = tmp_path / "logs"
     logs.mkdir()
     # One pool process: a long job holds it, so the next job waits in the queue.
-    with running_service(page_settings, logs, concurrency=1) as service:
+    with running_service(e2e_settings, logs, concurrency=1) as service:
         yield service
 
 

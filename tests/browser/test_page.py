@@ -162,7 +162,7 @@ async def test_jobs_run_live_cancel_and_come_back_after_a_reload(
 
 
 async def test_a_lost_connection_shows_and_catches_up_when_the_api_is_back(
-    service: Service, page: Page, page_settings: Settings
+    service: Service, page: Page, e2e_settings: Settings
 ) -> None:
     async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
         body = {"task": "steps", "input": {"steps": 30, "duration_s": 3}}
@@ -177,14 +177,14 @@ async def test_a_lost_connection_shows_and_catches_up_when_the_api_is_back(
     await expect(connection).to_have_attribute("data-state", "reconnecting", timeout=10_000)
     await expect(connection).to_have_text("Reconnecting…")
     # The job ends while the page cannot hear about it.
-    async with Store.open(page_settings) as store:
+    async with Store.open(e2e_settings) as store:
         deadline = time.monotonic() + 20
         while (await store.get_job(job_id)).status not in TERMINAL:
             assert time.monotonic() < deadline, "the job did not finish"
             await asyncio.sleep(0.05)
     await expect(job).to_have_attribute("data-status", "running")
 
-    await asyncio.to_thread(start_api, service, page_settings)
+    await asyncio.to_thread(start_api, service, e2e_settings)
     await wait_ready(service)
     await expect_live(page)
     await expect(job).to_have_attribute("data-status", "succeeded", timeout=10_000)

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from factq.settings import Settings
-from tests.conftest import make_settings
-from tests.support.backends import delete_namespace
 from tests.support.service import Service, running_service
-
-
-@pytest.fixture
-def e2e_settings() -> Iterator[Settings]:
-    settings = make_settings()
-    yield settings
-    asyncio.run(delete_namespace(settings))
 
 
 @pytest.fixture
