@@ -685,6 +685,8 @@ class JobStateMachine(RuleBasedStateMachine):
         job = Job.from_fields(fields)
         assert observe(job) == exp.snapshot()
         assert fields["owner"] == exp.owner
+        stamps = [t for t in (job.created_at, job.started_at, job.finished_at) if t is not None]
+        assert stamps == sorted(stamps)
         assert fields.get("lost") == ("1" if exp.lost else None)
         assert set(job.webhook.events if job.webhook else ()) == exp.webhook_events
         # Forward only, and a terminal status never changes: judged from what
