@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 from aio_pika.abc import (
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
 
 MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+Settlement = Literal["ack", "requeue"]
 
 
 class JobMessage(BaseModel):
@@ -61,6 +62,28 @@ class Consumer:
             await self.queue.cancel(self.tag)
         except (AMQPError, ChannelInvalidStateError, OSError) as exc:
             logger.warning("could not cancel consumer on %s: %s", self.queue.name, exc)
+
+
+async def settle(message: AbstractIncomingMessage, settlement: Settlement) -> None:
+    """Acknowledge a delivery, or give it back to the queue, unless its channel
+    closed meanwhile (RabbitMQ restarted, the connection dropped).
+
+    The broker has then taken the message back already and delivers it again, to
+    this worker once its robust connection is restored, or to another: nothing is
+    left to do, and nothing to raise. (aio-pika refuses to settle a delivery of a
+    closed channel; the restored channel does not know its delivery tag.)
+    """
+    try:
+        if settlement == "ack":
+            await message.ack()
+        else:
+            await message.reject(requeue=True)
+    except (AMQPError, ChannelInvalidStateError, OSError) as exc:
+        logger.warning(
+            "message %s not settled (%s); RabbitMQ delivers it again",
+            message.message_id,
+            type(exc).__name__,
+        )
 
 
 @dataclass(frozen=True, slots=True)

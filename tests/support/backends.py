@@ -22,6 +22,12 @@ async def delete_namespace(settings: Settings) -> None:
             await client.delete(*keys[start : start + 1000])
     finally:
         await client.aclose()
+    await delete_queues(settings)
+
+
+async def delete_queues(settings: Settings) -> None:
+    """Delete the namespace's RabbitMQ queues and exchange (its Redis keys stay)."""
+    names = Names(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         # A failed delete closes its channel, so each gets a fresh one.
@@ -41,3 +47,12 @@ async def queue_depth(settings: Settings) -> int:
         channel = await connection.channel()
         queue = await channel.declare_queue(Names(settings.namespace).jobs_queue, passive=True)
         return queue.declaration_result.message_count or 0
+
+
+async def queue_consumers(settings: Settings, queue_name: str) -> int:
+    """Consumers on one of the namespace's queues."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return queue.declaration_result.consumer_count or 0

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,34 @@ class Service:
     base_urls: list[str]
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    worker_command: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return self.base_urls[0]
+
+    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start one process, its output appended to `{name}.log`; stopped on exit."""
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.processes[name] = process
+        return process
+
+    def start_worker(self) -> str:
+        """One more `factq worker`, like the first ones; its name, `worker-N`."""
+        name = f"worker-{sum(1 for name in self.processes if name.startswith('worker-'))}"
+        self.start(name, self.worker_command)
+        return name
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process, as the OOM killer or a lost machine would, and reap it."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
     def log_text(self) -> str:
         return "\n".join(
@@ -63,20 +87,19 @@ def running_service(
 ) -> Iterator[Service]:
     """Start `apis` API and `workers` worker processes; stop them all with SIGTERM on exit."""
     ports = [free_port() for _ in range(apis)]
-    service = Service([f"http://127.0.0.1:{port}" for port in ports], logs)
-    env = environment(settings)
     factq = [sys.executable, "-m", "factq"]
-    commands = {
-        f"worker-{i}": [*factq, "worker", "--concurrency", str(concurrency)] for i in range(workers)
-    }
+    service = Service(
+        [f"http://127.0.0.1:{port}" for port in ports],
+        logs,
+        env=environment(settings),
+        worker_command=[*factq, "worker", "--concurrency", str(concurrency)],
+    )
+    commands = {f"worker-{i}": service.worker_command for i in range(workers)}
     for i, port in enumerate(ports):
         commands["api" if i == 0 else f"api-{i}"] = [*factq, "api", "--port", str(port)]
     try:
         for name, command in commands.items():
-            with open(logs / f"{name}.log", "wb") as log:
-                service.processes[name] = subprocess.Popen(
-                    command, env=env, stdout=log, stderr=subprocess.STDOUT
-                )
+            service.start(name, command)
         _wait_ready(service, consumers=workers)
         yield service
     finally:

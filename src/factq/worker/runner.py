@@ -18,7 +18,7 @@ from typing import Self
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from factq.broker import Broker, Consumer, JobMessage
+from factq.broker import Broker, Consumer, JobMessage, settle
 from factq.errors import BackendUnavailable, UnknownTask
 from factq.models import JobError
 from factq.settings import Settings
@@ -127,26 +127,49 @@ class Worker:
             job = JobMessage.model_validate_json(message.body)
         except ValidationError:
             logger.error("dropping a malformed message %r", message.message_id)
-            await message.ack()
+            await settle(message, "ack")
             return
-        task = asyncio.current_task()
-        assert task is not None
-        held = self._running[job.job_id] = _HeldJob(task)
+        previous = self._running.get(job.job_id)
+        if previous is not None:
+            # RabbitMQ gave the job back while this worker still runs it (the
+            # channel of its first delivery closed, see below). Let that run end
+            # rather than start a second one beside it, which would double the
+            # work and escape a cancel; this copy then finds the job finished.
+            await asyncio.wait({previous.task})
+            if self._should_exit.is_set():
+                await settle(message, "requeue")
+                return
+        # The job runs in a task of its own, shielded: aio-pika cancels a
+        # consumer's handlers when its channel closes (RabbitMQ restarts, the
+        # connection drops), which ended the run in hand, its pool process or
+        # its result with it, so that every broker restart threw away the work
+        # of every running job. The message comes back to the queue anyway; the
+        # run goes on, stores its outcome, and the redelivered copy finds it.
+        cancel = asyncio.Event()
+        task = asyncio.create_task(self._hold(job, message, cancel))
+        held = self._running[job.job_id] = _HeldJob(task, cancel)
+        task.add_done_callback(lambda _: self._forget(job.job_id, held))
+        await asyncio.shield(task)
+
+    async def _hold(
+        self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
+    ) -> None:
         try:
-            await self._process(job, message, held.cancel)
+            await self._process(job, message, cancel)
         except asyncio.CancelledError:
             # Shutdown past the grace period: hand the job back to the queue.
-            await asyncio.shield(message.nack(requeue=True))
+            await asyncio.shield(settle(message, "requeue"))
             raise
         except Exception:
             # Never hold a message we cannot finish: back to the queue, where
             # the delivery limit ends a job that fails this way every time.
             logger.exception("job %s could not be processed; returning it", job.job_id)
-            await message.reject(requeue=True)
-        finally:
-            # A redelivered copy may hold the same id now: leave its entry alone.
-            if self._running.get(job.job_id) is held:
-                del self._running[job.job_id]
+            await settle(message, "requeue")
+
+    def _forget(self, job_id: str, held: _HeldJob) -> None:
+        # A redelivered copy may hold the same id now: leave its entry alone.
+        if self._running.get(job_id) is held:
+            del self._running[job_id]
 
     async def _process(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
@@ -156,7 +179,7 @@ class Worker:
         started = await retry_backend(lambda: store.mark_running(job.job_id), self._should_exit)
         if started.outcome != StartOutcome.STARTED:
             logger.info("job %s is %s; not running it", job.job_id, started.outcome)
-            await message.ack()
+            await settle(message, "ack")
             return
         try:
             output = await self._compute(job, cancel)
@@ -166,7 +189,7 @@ class Worker:
         except PoolProcessLost as exc:
             logger.warning("job %s: %s; returning it to the queue", job.job_id, exc)
             await retry_backend(lambda: store.note_lost_attempt(job.job_id), self._should_exit)
-            await message.reject(requeue=True)
+            await settle(message, "requeue")
             return
         except (TaskFailed, TaskTimedOut, UnknownTask) as exc:
             error = _job_error(exc)
@@ -176,7 +199,7 @@ class Worker:
                 lambda: store.mark_succeeded(job.job_id, output.summary, output.formats),
                 self._should_exit,
             )
-        await message.ack()
+        await settle(message, "ack")
 
     async def _compute(self, job: JobMessage, cancel: asyncio.Event) -> TaskOutput:
         """The task's output, or `CancelAsked` once its process was ended on a cancel."""
@@ -238,7 +261,7 @@ class Worker:
         try:
             job = JobMessage.model_validate_json(message.body)
         except ValidationError:
-            await message.ack()
+            await settle(message, "ack")
             return
         try:
             lost = await store.was_last_attempt_lost(job.job_id)
@@ -253,9 +276,9 @@ class Worker:
             await store.mark_failed(job.job_id, error)
         except BackendUnavailable:
             await asyncio.sleep(1)
-            await message.nack(requeue=True)
+            await settle(message, "requeue")
             return
-        await message.ack()
+        await settle(message, "ack")
 
 
 class CancelAsked(Exception):
@@ -264,7 +287,7 @@ class CancelAsked(Exception):
 
 @dataclass(slots=True)
 class _HeldJob:
-    """A job whose message this worker holds: its handler, and its cancel signal."""
+    """A job whose message this worker holds: the task running it, and its cancel signal."""
 
     task: asyncio.Task[None]
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
