@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from factq import lua
 from factq.errors import (
@@ -111,6 +112,10 @@ class Store:
             socket_connect_timeout=5,
             socket_timeout=30,
             health_check_interval=15,
+            # With maintenance notifications on ("auto" under RESP3), redis-py
+            # skips its closed-socket check when it hands out a connection, so
+            # after a Redis restart every pooled connection failed once.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         client = redis.Redis.from_pool(pool)
         try:

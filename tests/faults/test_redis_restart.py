@@ -18,12 +18,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 READS = 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py: redis-py 8's pool (RESP3, maintenance notifications 'auto') skips "
-    "its closed-socket check on checkout, so each pooled connection fails once after a "
-    "Redis restart; Store.open must disable maintenance notifications",
-)
 async def test_reads_succeed_as_soon_as_redis_is_back(
     fault_settings: Settings, private_redis: RedisServer, tmp_path: Path
 ) -> None:
