@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -69,6 +70,31 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """What an Idempotency-Key holds: the request it was first used with, the job
+    id reserved for it, and when (the claiming process's clock, seconds)."""
+
+    fingerprint: str
+    job_id: str
+    claimed_at: float
+    raw: str
+
+    @classmethod
+    def parse(cls, raw: str) -> KeyClaim:
+        fingerprint, _, rest = raw.partition(":")
+        job_id, _, claimed_at = rest.partition(":")
+        try:
+            at = float(claimed_at)
+        except ValueError:
+            at = 0.0
+        return cls(fingerprint, job_id, at, raw)
+
+
+def _claim_value(fingerprint: str, job_id: str) -> str:
+    return f"{fingerprint}:{job_id}:{time.time():.3f}"
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     """The result of a state-change script: what happened, and the job after it."""
 
@@ -94,6 +120,8 @@ class Store:
                 "delete",
                 "lost",
                 "webhook_log",
+                "take_over_key",
+                "drop_unconfirmed",
             )
         }
         self.index = JobIndex(client, self.names, settings)
@@ -122,6 +150,11 @@ class Store:
             yield cls(client, settings)
         finally:
             await client.aclose()
+
+    @property
+    def provisional_ttl_s(self) -> int:
+        """How long a job lives unconfirmed, before its message is known queued."""
+        return self._settings.provisional_ttl_s
 
     @backend_errors
     async def ping(self) -> None:
@@ -186,29 +219,42 @@ class Store:
     @backend_errors
     async def claim_idempotency_key(
         self, owner: str, key: str, fingerprint: str, job_id: str
-    ) -> str | None:
-        """Reserve `key` for a new job: None when reserved now, else the id of the job
-        it already made for the same request; `IdempotencyConflict` for another."""
-        name = self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
-        value = f"{fingerprint}:{job_id}"
+    ) -> KeyClaim | None:
+        """Reserve `key` for a new job: None when reserved now, else what the key
+        holds for the same request; `IdempotencyConflict` for another request."""
+        name = self._idempotency_name(owner, key)
+        value = _claim_value(fingerprint, job_id)
         if await self._redis.set(name, value, nx=True, ex=self._settings.result_ttl_s):
             return None
         existing = await self._redis.get(name)
         if existing is None:  # expired just now: try once more
             return await self.claim_idempotency_key(owner, key, fingerprint, job_id)
-        their_fingerprint, _, their_job = text(existing).partition(":")
-        if their_fingerprint != fingerprint:
+        claim = KeyClaim.parse(text(existing))
+        if claim.fingerprint != fingerprint:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different request; use a new key"
             )
-        return their_job
+        return claim
+
+    @backend_errors
+    async def take_over_idempotency_key(
+        self, owner: str, key: str, dead: KeyClaim, job_id: str
+    ) -> bool:
+        """Point a key whose job was never made at a new job, unless another
+        request did so first."""
+        taken = await self._scripts["take_over_key"](
+            keys=[self._idempotency_name(owner, key)],
+            args=[dead.raw, _claim_value(dead.fingerprint, job_id), self._settings.result_ttl_s],
+        )
+        return bool(taken)
 
     @backend_errors
     async def release_idempotency_key(self, owner: str, key: str) -> None:
         """The job the key was reserved for was never queued."""
-        await self._redis.delete(
-            self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
-        )
+        await self._redis.delete(self._idempotency_name(owner, key))
+
+    def _idempotency_name(self, owner: str, key: str) -> str:
+        return self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
 
     @backend_errors
     async def confirm_jobs(self, job_ids: Sequence[str]) -> None:
@@ -217,6 +263,11 @@ class Store:
             for job_id in job_ids:
                 await self._scripts["confirm"](keys=self._job_keys(job_id), client=pipe)
             await pipe.execute()
+
+    @backend_errors
+    async def drop_unconfirmed(self, job_id: str) -> bool:
+        """Forget the job if it is still queued and was never confirmed: True if so."""
+        return bool(await self._scripts["drop_unconfirmed"](keys=self._job_keys(job_id)))
 
     @backend_errors
     async def get_job(self, job_id: str, owner: str | None = None) -> Job:

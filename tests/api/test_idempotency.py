@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
 
 import httpx
+import pytest
+import redis.asyncio as redis
 
+from factq.api.submission import CLAIM_STALE_S, JobRequest, fingerprint
+from factq.errors import BackendUnavailable
 from factq.settings import Settings
+from factq.store import NewJob, Store
 from tests.support.backends import queue_depth
+from tests.support.waiting import until_true
 
 JOB = {"task": "factorial", "input": {"n": 7}}
 
@@ -64,3 +73,90 @@ async def test_keys_belong_to_their_api_key(settings_factory) -> None:
 async def test_without_a_key_each_request_is_a_new_job(client: httpx.AsyncClient) -> None:
     ids = {(await client.post("/v1/jobs", json=JOB)).json()["id"] for _ in range(3)}
     assert len(ids) == 3
+
+
+async def test_a_job_published_while_redis_refuses_its_confirmation_is_accepted(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its message is in the queue, so a 503 would only make the client submit it
+    again: it is a 202, and the confirmation goes on until Redis takes it."""
+    confirm = Store.confirm_jobs
+    refusals = 3
+
+    async def flaky_confirm(self: Store, job_ids: Sequence[str]) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise BackendUnavailable("Redis is unavailable")
+        await confirm(self, job_ids)
+
+    monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+    first = await client.post("/v1/jobs", json=JOB, headers=keyed("order-4"))
+    assert first.status_code == 202
+    job_id = first.json()["id"]
+    again = await client.post("/v1/jobs", json=JOB, headers=keyed("order-4"))
+    assert again.status_code == 202 and again.json()["id"] == job_id
+    assert await queue_depth(settings) == 1
+    job_key = store.names.job(job_id)
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await until_true(lambda: _persisted(raw, job_key), timeout_s=10)
+    assert refusals == 0
+
+
+async def _persisted(raw: redis.Redis, key: str) -> bool:
+    return await raw.ttl(key) == -1
+
+
+async def test_a_key_whose_request_never_made_its_job_makes_it_now(
+    client: httpx.AsyncClient, settings: Settings, store: Store
+) -> None:
+    """A request that claimed the key and then failed with Redis down could not
+    release it; once that claim is stale, the key makes its job after all."""
+    owner_key = store.names.idempotency("", hashlib.sha256(b"order-5").hexdigest())
+    body = JobRequest.model_validate(JOB)
+    stale = f"{fingerprint(body)}:{'0' * 32}:{time.time() - CLAIM_STALE_S - 1:.3f}"
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await raw.set(owner_key, stale)
+    first = await client.post("/v1/jobs", json=JOB, headers=keyed("order-5"))
+    again = await client.post("/v1/jobs", json=JOB, headers=keyed("order-5"))
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] != "0" * 32
+    assert await queue_depth(settings) == 1
+
+
+async def test_a_fresh_claim_whose_job_is_missing_asks_for_a_retry(
+    client: httpx.AsyncClient, settings: Settings, store: Store
+) -> None:
+    """The request holding the key may still be storing its job: a 409 to retry,
+    not a second job."""
+    owner_key = store.names.idempotency("", hashlib.sha256(b"order-6").hexdigest())
+    body = JobRequest.model_validate(JOB)
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await raw.set(owner_key, f"{fingerprint(body)}:{'1' * 32}:{time.time():.3f}")
+    response = await client.post("/v1/jobs", json=JOB, headers=keyed("order-6"))
+    assert response.status_code == 409
+    assert "retry" in response.json()["error"]["message"]
+    assert await queue_depth(settings) == 0
+
+
+async def test_a_stale_claim_whose_job_was_never_confirmed_makes_a_new_job(
+    client: httpx.AsyncClient, settings: Settings, store: Store
+) -> None:
+    """Its request failed not knowing whether the message got out (Redis down for
+    the discard too): that job is dropped, so that it cannot run beside the new one,
+    and the key makes a new job that is queued for sure."""
+    body = JobRequest.model_validate(JOB)
+    [orphan] = await store.create_jobs([NewJob("2" * 32, "factorial", {"n": 7}, "")])
+    owner_key = store.names.idempotency("", hashlib.sha256(b"order-7").hexdigest())
+    claimed = time.time() - CLAIM_STALE_S - 1
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await raw.set(owner_key, f"{fingerprint(body)}:{orphan.id}:{claimed:.3f}")
+    response = await client.post("/v1/jobs", json=JOB, headers=keyed("order-7"))
+    assert response.status_code == 202
+    assert response.json()["id"] != orphan.id
+    assert (await client.get(f"/v1/jobs/{orphan.id}")).status_code == 404
+    assert await queue_depth(settings) == 1

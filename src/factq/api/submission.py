@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +24,9 @@ from factq.errors import (
     InvalidWebhook,
     JobNotFound,
 )
-from factq.models import Job
+from factq.models import Job, JobStatus
 from factq.settings import Settings
-from factq.store import NewJob, Store
+from factq.store import KeyClaim, NewJob, Store
 from factq.tasks import TaskRegistry
 from factq.webhooks import WebhookRequest, allowed_hosts, check_destination
 
@@ -33,6 +34,12 @@ logger = logging.getLogger(__name__)
 
 REPLAY_WAIT_STEPS = 20
 REPLAY_WAIT_STEP_S = 0.1
+# A key claimed this long ago whose job does not exist, or was never confirmed,
+# was left by a failed request (a live one confirms within seconds).
+CLAIM_STALE_S = 15.0
+CONFIRM_INLINE_S = 2.0
+CONFIRM_RETRY_FIRST_S = 0.25
+CONFIRM_RETRY_MAX_S = 5.0
 
 
 class JobRequest(BaseModel):
@@ -157,25 +164,45 @@ async def enqueue_once(
     if idempotency_key is None:
         [job] = await enqueue(store, broker, [new])
         return job, False
-    made = await store.claim_idempotency_key(new.owner, idempotency_key, fingerprint, new.job_id)
-    if made is not None:
-        return await _made_by_key(store, made, new.owner), True
+    claim = await store.claim_idempotency_key(new.owner, idempotency_key, fingerprint, new.job_id)
+    if claim is not None:
+        made = await _made_by_key(store, claim, new.owner)
+        if made is not None:
+            return made, True
+        # The request that claimed the key never made its job (it failed while
+        # Redis or RabbitMQ was down and could not release the key): this one does.
+        if not await store.take_over_idempotency_key(new.owner, idempotency_key, claim, new.job_id):
+            raise IdempotencyConflict("another request with this Idempotency-Key is in progress")
     try:
-        [job] = await enqueue(store, broker, [new])
+        [job] = await _store_and_publish(store, broker, [new])
     except BaseException:
+        # Nothing was published: the key may make its job on a retry.
         with contextlib.suppress(FactqError):
             await store.release_idempotency_key(new.owner, idempotency_key)
         raise
+    await _confirm(store, [new.job_id])
     return job, False
 
 
-async def _made_by_key(store: Store, job_id: str, owner: str) -> Job:
-    # A concurrent request with the same key may still be storing its job.
+async def _made_by_key(store: Store, claim: KeyClaim, owner: str) -> Job | None:
+    """The job the key made, waiting a little for a concurrent request still storing
+    it; None when the request that claimed the key is long gone without making
+    its job, or without knowing whether its job was queued (then it is dropped)."""
     for _ in range(REPLAY_WAIT_STEPS):
+        stale = time.time() - claim.claimed_at > CLAIM_STALE_S
         try:
-            return await store.get_job(job_id, owner)
+            job = await store.get_job(claim.job_id, owner)
         except JobNotFound:
-            await asyncio.sleep(REPLAY_WAIT_STEP_S)
+            if stale:
+                return None
+        else:
+            if not (stale and job.status == JobStatus.QUEUED):
+                return job
+            if not await store.drop_unconfirmed(job.id):
+                return job
+            logger.warning("dropped job %s: its request ended before it was queued", job.id)
+            return None
+        await asyncio.sleep(REPLAY_WAIT_STEP_S)
     raise IdempotencyConflict("the request with this Idempotency-Key did not complete; retry")
 
 
@@ -191,6 +218,14 @@ async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[
     Stored first, with a short TTL, so that a worker never gets a message for
     a job it cannot find; kept for good only once every publish is confirmed.
     """
+    created = await _store_and_publish(store, broker, jobs)
+    await _confirm(store, [job.job_id for job in jobs])
+    return created
+
+
+async def _store_and_publish(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[Job]:
+    """The stored jobs, once their messages are in the queue; on any failure, no
+    job is left behind (a message that may have got out finds no job: dropped)."""
     created = await store.create_jobs(jobs)
     try:
         await broker.publish_jobs(
@@ -203,8 +238,44 @@ async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[
             # Redis is down too: the provisional TTL removes them.
             logger.warning("could not discard %d unpublished jobs", len(jobs))
         raise
-    await store.confirm_jobs([job.job_id for job in jobs])
     return created
+
+
+# Confirmations still running, held so that they are not garbage-collected.
+_confirming: set[asyncio.Task[None]] = set()
+
+
+async def _confirm(store: Store, job_ids: list[str]) -> None:
+    """Keep the published jobs for good. Their messages are in the queue, so the
+    jobs are accepted whatever happens here: answering 503 now would make the
+    client submit them again. A confirmation Redis refuses goes on in the
+    background (a worker that starts a job keeps it too), and one whose
+    request is cancelled completes all the same."""
+    task = asyncio.create_task(_keep_confirming(store, job_ids))
+    _confirming.add(task)
+    task.add_done_callback(_confirming.discard)
+    done, _ = await asyncio.wait({asyncio.shield(task)}, timeout=CONFIRM_INLINE_S)
+    if not done:
+        logger.warning("Redis did not confirm %d queued jobs yet; retrying", len(job_ids))
+
+
+async def _keep_confirming(store: Store, job_ids: list[str]) -> None:
+    pause = CONFIRM_RETRY_FIRST_S
+    give_up = time.monotonic() + store.provisional_ttl_s
+    while True:
+        try:
+            await store.confirm_jobs(job_ids)
+            return
+        except FactqError:
+            if time.monotonic() + pause > give_up:
+                break
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, CONFIRM_RETRY_MAX_S)
+    logger.error(
+        "could not confirm %d queued jobs while Redis was down; those still queued "
+        "when their provisional TTL ends will be dropped",
+        len(job_ids),
+    )
 
 
 def _ranges(indexes: list[int], shown: int = 10) -> str:
