@@ -80,7 +80,7 @@ def test_task_modules_add_tasks() -> None:
     registry = TaskRegistry.from_settings(
         Settings(namespace="unit", task_modules=" tests.support.tasks , ")
     )
-    assert set(registry) == {"factorial", "record", "crash", "steps", "fail"}
+    assert set(registry) == {"factorial", "record", "memo", "memo_fail", "crash", "steps", "fail"}
 
 
 @pytest.mark.parametrize("module", ["no.such.module", "factq.names"])

@@ -37,6 +37,14 @@ class Names:
         """Which job an owner's Idempotency-Key created, and for which request."""
         return f"{self.namespace}:idempotency:{owner or '-'}:{key_digest}"
 
+    def cached(self, task: str, input_digest: str) -> str:
+        """The job whose outcome answers this task on this input (deterministic tasks)."""
+        return f"{self.namespace}:cache:{task}:{input_digest}"
+
+    def computing(self, task: str, input_digest: str) -> str:
+        """The lease of the job computing this task on this input now."""
+        return f"{self.namespace}:computing:{task}:{input_digest}"
+
     def owner_counter(self, owner: str) -> str:
         return f"{self.namespace}:owner:{owner or '-'}:count"
 

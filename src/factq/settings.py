@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     # Job lifetime.
     max_attempts: int = Field(5, ge=1, le=1000)
     result_ttl_s: int = Field(86_400, ge=1)
+    result_cache_ttl_s: int = Field(86_400, ge=0)
     provisional_ttl_s: int = Field(300, ge=1)
     job_timeout_s: float = Field(300.0, gt=0)
     job_deadline_s: float | None = Field(None, gt=0)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from factq import lua
+from factq.computations import Computations
 from factq.errors import (
     AlreadyFinished,
     BackendUnavailable,
@@ -122,10 +123,13 @@ class Store:
                 "webhook_log",
                 "take_over_key",
                 "drop_unconfirmed",
+                "finish_from",
+                "computation",
             )
         }
         self.index = JobIndex(client, self.names, settings)
         self.webhooks = WebhookQueue(client, self.names, self._scripts["webhook_log"])
+        self.computations = Computations(client, self.names, self._scripts["computation"])
 
     @classmethod
     @asynccontextmanager
@@ -337,6 +341,22 @@ class Store:
                 json.dumps(summary, separators=(",", ":")),
                 *(results[fmt] for fmt in fmts),
             ],
+        )
+        return self._transition(outcome, flat)
+
+    @backend_errors
+    async def finish_like(self, job_id: str, other_id: str, formats: Sequence[str]) -> Transition:
+        """End the job as the finished job other_id of the same computation ended,
+        with a copy of its result or its error; outcome 'unavailable' when that
+        job, or a result of it, is gone."""
+        outcome, flat = await self._scripts["finish_from"](
+            keys=[
+                *self._job_keys(job_id),
+                self.names.job(other_id),
+                *(self.names.result(job_id, fmt) for fmt in formats),
+                *(self.names.result(other_id, fmt) for fmt in formats),
+            ],
+            args=[self.names.events_channel, self._settings.result_ttl_s],
         )
         return self._transition(outcome, flat)
 

@@ -1,7 +1,8 @@
 """Tasks for tests only, loaded through FACTQ_TASK_MODULES=tests.support.tasks.
 
 `record` appends one line per execution to a log file named in its input, so
-a test can count how often a job was really computed, not only completed.
+a test can count how often a job was really computed, not only completed;
+`memo` is the same, declared deterministic, for the result cache.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def record(tag: str, log: str, sleep_s: float = 0.0) -> TaskOutput:
         file.write(f"{tag} {os.getpid()} {os.getppid()}\n")
     time.sleep(sleep_s)
     return TaskOutput(summary={"tag": tag}, formats={"text": tag.encode()})
+
+
+def record_then_fail(tag: str, log: str, sleep_s: float = 0.0) -> TaskOutput:
+    record(tag, log, sleep_s)
+    raise ValueError(f"{tag} failed")
 
 
 class FailInput(BaseModel):
@@ -72,6 +78,22 @@ def factq_tasks(settings: Settings) -> list[Task]:
             function=record,
             input_model=RecordInput,
             formats=(ResultFormat("text"),),
+        ),
+        Task(
+            name="memo",
+            description="`record`, declared deterministic: identical jobs share a run.",
+            function=record,
+            input_model=RecordInput,
+            formats=(ResultFormat("text"),),
+            deterministic=True,
+        ),
+        Task(
+            name="memo_fail",
+            description="`record`, then raise ValueError; declared deterministic.",
+            function=record_then_fail,
+            input_model=RecordInput,
+            formats=(ResultFormat("text"),),
+            deterministic=True,
         ),
         Task(
             name="crash",

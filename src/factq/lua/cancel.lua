@@ -8,10 +8,7 @@ local job = redis.call('HMGET', KEYS[1], 'status', 'owner', 'cancel_requested')
 if not job[1] or job[2] ~= ARGV[3] then return {'missing', {}} end
 if TERMINAL[job[1]] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
 if job[1] == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now())
-  local flat = emit(ARGV[1], 'completed')
-  keep(tonumber(ARGV[2]))
-  return {'cancelled', flat}
+  return {'cancelled', conclude(ARGV[1], tonumber(ARGV[2]), 'cancelled')}
 end
 if job[3] == '1' then return {'requested', redis.call('HGETALL', KEYS[1])} end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')

@@ -27,7 +27,4 @@ if target == 'succeeded' then
 elseif target == 'failed' then
   redis.call('HSET', KEYS[1], 'error', ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'status', target, 'finished_at', now())
-local flat = emit(ARGV[1], 'completed')
-keep(ttl)
-return {'finished', flat}
+return {'finished', conclude(ARGV[1], ttl, target)}

@@ -52,3 +52,12 @@ local function emit(channel, kind)
   end
   return flat
 end
+
+-- The job ends with status target (its result or error already written):
+-- stamped, logged and published once, then kept ttl seconds.
+local function conclude(channel, ttl, target)
+  redis.call('HSET', KEYS[1], 'status', target, 'finished_at', now())
+  local flat = emit(channel, 'completed')
+  keep(ttl)
+  return flat
+end

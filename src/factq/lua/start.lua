@@ -6,20 +6,15 @@
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', {}} end
 if TERMINAL[status] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
-local at = now()
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', at)
-  local flat = emit(ARGV[1], 'completed')
-  keep(tonumber(ARGV[2]))
-  return {'cancelled', flat}
+  return {'cancelled', conclude(ARGV[1], tonumber(ARGV[2]), 'cancelled')}
 end
+local at = now()
 local deadline = redis.call('HGET', KEYS[1], 'deadline_at')
 if status == 'queued' and deadline and tonumber(at) > tonumber(deadline) then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', at, 'error',
+  redis.call('HSET', KEYS[1], 'error',
     cjson.encode({type = 'expired', message = 'not started before its deadline'}))
-  local flat = emit(ARGV[1], 'completed')
-  keep(tonumber(ARGV[2]))
-  return {'expired', flat}
+  return {'expired', conclude(ARGV[1], tonumber(ARGV[2]), 'failed')}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', at)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)

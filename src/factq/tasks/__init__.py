@@ -48,6 +48,10 @@ class Task:
     input_model: type[BaseModel]
     formats: tuple[ResultFormat, ...]
     limits: dict[str, Any] = field(default_factory=dict)
+    # The same input always gives the same output: an identical job running at
+    # the same time shares one computation, and a later one reuses the result
+    # (for FACTQ_RESULT_CACHE_TTL_S). Leave it False for anything that samples.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not self.formats:

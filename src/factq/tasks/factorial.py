@@ -83,5 +83,6 @@ def factq_tasks(settings: Settings) -> list[Task]:
             input_model=factorial_input(settings.max_n),
             formats=(ResultFormat("decimal"), ResultFormat("hex")),
             limits={"max_n": settings.max_n},
+            deterministic=True,
         )
     ]

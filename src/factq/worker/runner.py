@@ -12,6 +12,7 @@ import contextlib
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Self
 
@@ -19,10 +20,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from factq.broker import Broker, Consumer, JobMessage, settle
+from factq.computations import FAILURE_TTL_S, RENEW_EVERY_S, Computation
 from factq.errors import BackendUnavailable, UnknownTask
-from factq.models import JobError
+from factq.models import JobError, JobStatus
 from factq.settings import Settings
-from factq.store import StartOutcome, Store
+from factq.store import StartOutcome, Store, Transition
 from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
 from factq.worker.retry import retry_backend
@@ -31,6 +33,9 @@ from factq.worker.webhooks import WebhookSender
 logger = logging.getLogger(__name__)
 
 CANCEL_CHECK_INTERVAL_S = 1.0
+# How often a job waiting on an identical job's computation looks for its outcome.
+SHARED_WAIT_FIRST_S = 0.02
+SHARED_WAIT_MAX_S = 0.25
 
 
 class Worker:
@@ -181,8 +186,15 @@ class Worker:
             logger.info("job %s is %s; not running it", job.job_id, started.outcome)
             await settle(message, "ack")
             return
+        shared = self._computation(job)
         try:
-            output = await self._compute(job, cancel)
+            if shared is None:
+                output: TaskOutput | None = await self._compute(job, cancel)
+            else:
+                output = await self._compute_once(job, shared, cancel)
+            if output is None:
+                await settle(message, "ack")
+                return
         except CancelAsked:
             logger.info("job %s cancelled while running", job.job_id)
             await retry_backend(lambda: store.mark_cancelled(job.job_id), self._should_exit)
@@ -193,13 +205,91 @@ class Worker:
             return
         except (TaskFailed, TaskTimedOut, UnknownTask) as exc:
             error = _job_error(exc)
-            await retry_backend(lambda: store.mark_failed(job.job_id, error), self._should_exit)
+            ended = await retry_backend(
+                lambda: store.mark_failed(job.job_id, error), self._should_exit
+            )
+            await self._share_outcome(shared, ended, FAILURE_TTL_S)
         else:
-            await retry_backend(
+            ended = await retry_backend(
                 lambda: store.mark_succeeded(job.job_id, output.summary, output.formats),
                 self._should_exit,
             )
+            await self._share_outcome(shared, ended, self._cache_ttl_s)
+        finally:
+            if shared is not None:
+                with contextlib.suppress(BackendUnavailable):
+                    await store.computations.release(shared, job.job_id)
         await settle(message, "ack")
+
+    # Identical deterministic jobs: one computation (see factq.computations).
+
+    def _computation(self, job: JobMessage) -> Computation | None:
+        """The job's computation, when identical jobs may share it."""
+        assert self._store is not None
+        task = self.registry.get(job.task)
+        if task is None or not task.deterministic or not self._cache_ttl_s:
+            return None
+        return self._store.computations.of(job.task, job.input)
+
+    @property
+    def _cache_ttl_s(self) -> int:
+        return min(self.settings.result_cache_ttl_s, self.settings.result_ttl_s)
+
+    async def _compute_once(
+        self, job: JobMessage, shared: Computation, cancel: asyncio.Event
+    ) -> TaskOutput | None:
+        """The task's output, computed by this job; or None once the job has ended
+        as an identical job ended, computed before or meanwhile by another."""
+        assert self._store is not None
+        store = self._store
+        formats = [fmt.name for fmt in self.registry.get_task(job.task).formats]
+        pause = SHARED_WAIT_FIRST_S
+        while True:
+            other = await retry_backend(
+                lambda: store.computations.outcome(shared), self._should_exit
+            )
+            if other is not None:
+                ended = await retry_backend(
+                    partial(store.finish_like, job.job_id, other, formats), self._should_exit
+                )
+                if ended.outcome != "unavailable":
+                    logger.info("job %s ended as job %s, its identical twin", job.job_id, other)
+                    return None
+            holder = await retry_backend(
+                lambda: store.computations.claim(shared, job.job_id), self._should_exit
+            )
+            if holder == job.job_id:
+                renewing = asyncio.create_task(self._renew(shared, job.job_id))
+                try:
+                    return await self._compute(job, cancel)
+                finally:
+                    renewing.cancel()
+            # Job `holder` computes it now: wait for its outcome, or for its
+            # lease to end without one (cancelled, or its worker lost).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), pause)
+            if cancel.is_set():
+                raise CancelAsked(job.job_id)
+            pause = min(pause * 2, SHARED_WAIT_MAX_S)
+
+    async def _renew(self, shared: Computation, job_id: str) -> None:
+        assert self._store is not None
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            with contextlib.suppress(BackendUnavailable):
+                await self._store.computations.renew(shared, job_id)
+
+    async def _share_outcome(
+        self, shared: Computation | None, ended: Transition, ttl_s: int
+    ) -> None:
+        """Let identical jobs end as this one did, unless it ended otherwise (a
+        cancel won). Best effort: without it they compute for themselves."""
+        job = ended.job
+        if shared is None or self._store is None or job is None:
+            return
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            with contextlib.suppress(BackendUnavailable):
+                await self._store.computations.remember(shared, job.id, ttl_s)
 
     async def _compute(self, job: JobMessage, cancel: asyncio.Event) -> TaskOutput:
         """The task's output, or `CancelAsked` once its process was ended on a cancel."""

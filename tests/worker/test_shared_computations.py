@@ -1,0 +1,181 @@
+"""Identical deterministic jobs: one computation, a copy of its outcome for each job.
+
+`memo` records each execution in a log (see tests/support/tasks.py), so these
+tests count computations, not only completions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gmpy2
+import httpx
+import redis.asyncio as redis
+
+from factq.computations import input_digest
+from factq.settings import Settings
+from factq.store import Store
+from tests.conftest import api_client, running_worker
+from tests.support.tasks import executions
+from tests.support.waiting import until, until_true, wait_for_job, wait_for_jobs
+
+
+async def submit(client: httpx.AsyncClient, task: str, **inputs: Any) -> str:
+    response = await client.post("/v1/jobs", json={"task": task, "input": inputs})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def submit_many(client: httpx.AsyncClient, count: int, task: str, **inputs: Any) -> list[str]:
+    return list(await asyncio.gather(*(submit(client, task, **inputs) for _ in range(count))))
+
+
+async def test_concurrent_identical_jobs_share_one_computation(
+    client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
+) -> None:
+    """Six identical jobs across two workers: computed once, each job succeeded
+    with its own copy of the result, its own events and result URL."""
+    job_ids = await submit_many(client, 6, "memo", tag="twin", log=execution_log, sleep_s=1.0)
+    async with running_worker(settings), running_worker(settings):
+        jobs = await wait_for_jobs(client, job_ids, timeout_s=20)
+    assert executions(execution_log) == [("twin", executions(execution_log)[0][1])]
+    for job_id, job in jobs.items():
+        assert job["status"] == "succeeded"
+        assert job["result"] == {"tag": "twin", "url": f"/v1/jobs/{job_id}/result"}
+        assert (await client.get(job["result"]["url"])).text == "twin"
+        events = await store.read_events(job_id)
+        assert [event.job.status for event in events] == [
+            "queued",
+            "running",
+            "succeeded",
+        ]
+
+
+async def test_a_later_identical_job_reuses_the_stored_result(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        first = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
+        later = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
+        other = await wait_for_job(client, await submit(client, "memo", tag="b", log=execution_log))
+    assert first["status"] == later["status"] == other["status"] == "succeeded"
+    assert [tag for tag, _ in executions(execution_log)] == ["a", "b"]
+    assert (await client.get(f"/v1/jobs/{later['id']}/result")).text == "a"
+
+
+async def test_identical_factorials_all_get_the_exact_value(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    job_ids = await submit_many(client, 4, "factorial", n=30_000)
+    async with running_worker(settings):
+        jobs = await wait_for_jobs(client, job_ids)
+    digits = gmpy2.fac(30_000).digits().encode()
+    for job_id in job_ids:
+        assert jobs[job_id]["status"] == "succeeded"
+        assert (await client.get(f"/v1/jobs/{job_id}/result")).content == digits
+
+
+async def test_jobs_of_a_task_not_declared_deterministic_each_compute(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    job_ids = await submit_many(client, 3, "record", tag="same", log=execution_log)
+    async with running_worker(settings):
+        await wait_for_jobs(client, job_ids)
+    assert [tag for tag, _ in executions(execution_log)] == ["same"] * 3
+
+
+async def test_sharing_is_off_with_a_zero_cache_ttl(settings_factory: Any, tmp_path: Any) -> None:
+    settings = settings_factory(result_cache_ttl_s=0)
+    log = str(tmp_path / "executions.log")
+    async with api_client(settings) as client, running_worker(settings):
+        for _ in range(2):
+            await wait_for_job(client, await submit(client, "memo", tag="off", log=log))
+    assert [tag for tag, _ in executions(log)] == ["off", "off"]
+
+
+async def test_a_shared_failure_fails_every_waiting_twin(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    job_ids = await submit_many(
+        client, 3, "memo_fail", tag="doomed", log=execution_log, sleep_s=0.5
+    )
+    async with running_worker(settings):
+        jobs = await wait_for_jobs(client, job_ids)
+    assert len(executions(execution_log)) == 1
+    for job in jobs.values():
+        assert job["status"] == "failed"
+        assert job["error"] == {"type": "task_error", "message": "ValueError: doomed failed"}
+
+
+async def test_cancelling_the_computing_job_leaves_its_twin_to_compute(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    """The cancel ends one job only: the twin that waited on it takes over."""
+    async with running_worker(settings):
+        first = await submit(client, "memo", tag="slow", log=execution_log, sleep_s=3)
+        await until(lambda: executions(execution_log))
+        twin = await submit(client, "memo", tag="slow", log=execution_log, sleep_s=3)
+        await until_running(client, twin)
+        assert (await client.post(f"/v1/jobs/{first}/cancel")).status_code == 200
+        jobs = await wait_for_jobs(client, [first, twin], timeout_s=20)
+    assert jobs[first]["status"] == "cancelled"
+    assert jobs[twin]["status"] == "succeeded"
+    assert [tag for tag, _ in executions(execution_log)] == ["slow", "slow"]
+
+
+async def test_cancelling_a_waiting_twin_ends_it_alone(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        first = await submit(client, "memo", tag="kept", log=execution_log, sleep_s=2)
+        await until(lambda: executions(execution_log))
+        twin = await submit(client, "memo", tag="kept", log=execution_log, sleep_s=2)
+        await until_running(client, twin)
+        assert (await client.post(f"/v1/jobs/{twin}/cancel")).status_code == 200
+        cancelled = await wait_for_job(client, twin, timeout_s=5)
+        assert cancelled["status"] == "cancelled"
+        assert (await wait_for_job(client, first))["status"] == "succeeded"
+    assert len(executions(execution_log)) == 1
+
+
+async def test_a_lease_left_by_a_lost_worker_is_taken_over(
+    client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
+) -> None:
+    """A job holding the computation whose worker died: its lease runs out, and
+    the waiting twin computes."""
+    job_input = {"tag": "orphaned", "log": execution_log, "sleep_s": 0.0}
+    lease = store.names.computing("memo", input_digest("memo", job_input))
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await raw.set(lease, "f" * 32, px=1500)
+        async with running_worker(settings):
+            job_id = await submit(client, "memo", **job_input)
+            await until_running(client, job_id)
+            assert not executions(execution_log)
+            job = await wait_for_job(client, job_id, timeout_s=10)
+    assert job["status"] == "succeeded"
+    assert len(executions(execution_log)) == 1
+
+
+async def test_a_deleted_result_is_computed_again(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        first = await wait_for_job(
+            client, await submit(client, "memo", tag="gone", log=execution_log)
+        )
+        assert (await client.delete(f"/v1/jobs/{first['id']}")).status_code == 204
+        again = await wait_for_job(
+            client, await submit(client, "memo", tag="gone", log=execution_log)
+        )
+    assert again["status"] == "succeeded"
+    assert (await client.get(f"/v1/jobs/{again['id']}/result")).text == "gone"
+    assert len(executions(execution_log)) == 2
+
+
+async def until_running(client: httpx.AsyncClient, job_id: str) -> None:
+    async def running() -> bool:
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+        return bool(job["status"] == "running")
+
+    await until_true(running, timeout_s=5)
