@@ -1,6 +1,7 @@
 """The job state machine, model-checked: random runs of submissions, starts,
-redeliveries, progress reports, cancels, completions, late confirms and
-deletes, some of them racing, through the real Lua scripts on the real Redis.
+redeliveries, progress reports, cancels, completions (also as an identical
+job ended), late confirms and deletes, some of them racing, through the real
+Lua scripts on the real Redis.
 
 After every step the jobs' hashes, event streams, results, TTLs, webhook
 deliveries and pub/sub messages are compared with a model of what each job
@@ -235,6 +236,30 @@ class Expected:
         self._change(target, "completed")
         return "finished"
 
+    def finish_like(self, other: Expected) -> str:
+        """Ending as the identical job `other` ended, with copies of its outcome."""
+        if self.deleted:
+            return "missing"
+        if self.status.is_terminal:
+            return "terminal"
+        if self.status is not RUNNING:
+            return "refused"
+        if self.cancel_requested:
+            self._change(CANCELLED, "completed")
+            return "finished"
+        if other.deleted or other.status not in (SUCCEEDED, FAILED):
+            return "unavailable"
+        if other.status is SUCCEEDED:
+            if set(FORMATS) - set(other.results):
+                return "unavailable"
+            self.summary, self.results = other.summary, dict(other.results)
+            if self.progress is not None:
+                self.progress = 1.0
+        else:
+            self.error = other.error
+        self._change(other.status, "completed")
+        return "finished"
+
     def delete(self, owner: str) -> str:
         if self.deleted or owner != self.owner:
             return "missing"
@@ -456,6 +481,26 @@ class JobStateMachine(RuleBasedStateMachine):
     def cancelled_by_worker(self, pick: int) -> None:
         """mark_cancelled: the worker stopped the computation."""
         self._step(self._pick(pick, RUNNING), "worker_cancel")
+
+    @rule(pick=PICKS, other=PICKS)
+    def complete_as_twin(self, pick: int, other: int) -> None:
+        """finish_like: the job ends as an identical one ended (any job, in any
+        state: one whose outcome is gone or unfinished changes nothing)."""
+        job_id = self._pick(pick, RUNNING)
+        others = [candidate for candidate in self._live(SUCCEEDED, FAILED) if candidate != job_id]
+        others = others or [candidate for candidate in self.expected if candidate != job_id]
+        if not others:
+            return
+        other_id = others[other % len(others)]
+        exp = self.expected[job_id]
+        try:
+            transition = self.run(self.store.finish_like(job_id, other_id, FORMATS))
+            outcome, job = transition.outcome, transition.job
+        except ResponseError as exc:
+            assert "cannot finish" in str(exc)
+            outcome, job = "refused", None
+        assert outcome == exp.finish_like(self.expected[other_id])
+        assert observe(job) == (exp.snapshot() if job is not None else None)
 
     @rule(pick=PICKS, kinds=st.lists(st.sampled_from(OP_KINDS), min_size=2, max_size=4))
     def race(self, pick: int, kinds: list[OpKind]) -> None:
