@@ -15,6 +15,7 @@ import uvicorn
 
 from factq.api import create_app
 from factq.broker import Broker
+from factq.cli import server_config
 from factq.settings import Settings
 from factq.store import Store
 from factq.worker import Worker
@@ -131,9 +132,8 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
 async def live_server(settings: Settings) -> AsyncIterator[str]:
     """The API served by uvicorn in this event loop, for WebSockets and streams."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    # Served as `factq api` serves it (WebSocket pings and size limit included).
+    config = server_config(create_app(settings), settings, "127.0.0.1", port, log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from factq.errors import FactqError
 from factq.logs import configure_logging, redact_server_logs
 from factq.settings import Settings
 from factq.store import Store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger("factq")
 
@@ -102,23 +105,30 @@ def run_api(settings: Settings, host: str, port: int) -> int:
     from factq.api import create_app
 
     asyncio.run(_preflight(settings))
-    config = uvicorn.Config(
-        create_app(settings),
+    server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
+    redact_server_logs()
+    server.run()
+    return 0 if server.started else 3
+
+
+def server_config(
+    app: FastAPI, settings: Settings, host: str, port: int, *, log_level: str | None = None
+) -> uvicorn.Config:
+    """How uvicorn serves the API: the WebSocket limits are part of the contract."""
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
-        log_level=settings.log_level,
+        log_level=log_level or settings.log_level,
         lifespan="on",
         proxy_headers=True,
-        # Protocol pings find dead peers and keep idle connections open
-        # through proxies; client messages over 64 KB close with 1009.
+        # Protocol pings find dead peers (a client that stops answering is
+        # closed) and keep idle connections open through proxies; client
+        # messages over 64 KB close with 1009.
         ws_ping_interval=WS_PING_INTERVAL_S,
         ws_ping_timeout=WS_PING_INTERVAL_S,
         ws_max_size=WS_MAX_MESSAGE_BYTES,
     )
-    server = uvicorn.Server(config)
-    redact_server_logs()
-    server.run()
-    return 0 if server.started else 3
 
 
 async def _preflight(settings: Settings) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 
+from factq.api import events as api_events
 from factq.api.submission import new_job_id
 from factq.models import JobError
 from factq.settings import Settings
@@ -200,6 +201,53 @@ async def test_the_multiplexed_socket_reports_unknown_jobs_and_bad_messages(live
     assert bad["type"] == "error" and bad["error"]["type"] == "invalid_request"
     assert worse["error"]["type"] == "invalid_request"
     assert first["type"] == "job" and first["job"]["id"] == job_id
+
+
+async def test_a_socket_follows_at_most_max_subscriptions_jobs(
+    live: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the cap, a subscribe makes none of its subscriptions and says why;
+    an unsubscribe frees room, and the socket keeps serving."""
+    monkeypatch.setattr(api_events, "MAX_SUBSCRIPTIONS", 3)
+    jobs = [NewJob(new_job_id(), "factorial", {"n": 5}, "") for _ in range(5)]
+    ids = [job.job_id for job in jobs]
+    await store.create_jobs(jobs)  # never published: they stay queued
+    async with asyncio.timeout(10), websockets.connect(f"ws://{live}/v1/events") as socket:
+        await socket.send(json.dumps({"subscribe": ids[:3]}))
+        firsts = [json.loads(await socket.recv()) for _ in range(3)]
+        await socket.send(json.dumps({"subscribe": ids[3:]}))
+        refused = json.loads(await socket.recv())
+        await socket.send(json.dumps({"unsubscribe": ids[:1], "subscribe": ids[3:4]}))
+        swapped = json.loads(await socket.recv())
+    assert {event["job"]["id"] for event in firsts} == set(ids[:3])
+    assert refused["type"] == "error" and "id" not in refused
+    assert refused["error"]["type"] == "too_many_subscriptions"
+    assert "at most 3" in refused["error"]["message"]
+    assert swapped["type"] == "job" and swapped["job"]["id"] == ids[3]
+
+
+async def test_a_client_message_over_64_kb_closes_the_socket_with_1009(live: str) -> None:
+    async with asyncio.timeout(10), websockets.connect(f"ws://{live}/v1/events") as socket:
+        await socket.send(json.dumps({"subscribe": ["f" * 32]}))
+        assert json.loads(await socket.recv())["error"]["type"] == "not_found"
+        await socket.send(json.dumps({"subscribe": ["x" * 70_000]}))
+        with pytest.raises(websockets.ConnectionClosedError):
+            await socket.recv()
+    assert socket.close_code == 1009
+
+
+async def test_a_job_socket_also_closes_with_1009_on_a_big_message(live: str) -> None:
+    job_id = await submit(live, "record", tag="held", log="/dev/null", sleep_s=5)
+    async with (
+        asyncio.timeout(10),
+        websockets.connect(f"ws://{live}/v1/jobs/{job_id}/events") as socket,
+    ):
+        await socket.recv()
+        await socket.send("x" * (64 * 1024 + 1))
+        with pytest.raises(websockets.ConnectionClosedError):
+            while True:
+                await socket.recv()
+    assert socket.close_code == 1009
 
 
 async def sse_events(

@@ -37,6 +37,8 @@ CLOSE_SERVER_ERROR: Final = 1011
 CLOSE_TRY_LATER: Final = 1013
 CLOSE_NOT_FOUND: Final = 4404
 SEND_BUFFER: Final = 1024
+# Jobs one multiplexed socket may follow at once.
+MAX_SUBSCRIPTIONS: Final = 1000
 
 After = Annotated[
     int | None,
@@ -179,13 +181,29 @@ class _Multiplexer:
             except ValidationError as exc:
                 self._post(_error(None, "invalid_request", _first_error(exc)))
                 continue
-            for job_id in request.subscribe:
-                if job_id not in self._forwarders:
-                    self._forwarders[job_id] = asyncio.create_task(self._forward(job_id))
             for job_id in request.unsubscribe:
                 task = self._forwarders.pop(job_id, None)
                 if task is not None:
                     task.cancel()
+            new = [
+                job_id
+                for job_id in dict.fromkeys(request.subscribe)
+                if job_id not in self._forwarders
+            ]
+            if len(self._forwarders) + len(new) > MAX_SUBSCRIPTIONS:
+                # All or nothing, so that the client knows what it follows.
+                self._post(
+                    _error(
+                        None,
+                        "too_many_subscriptions",
+                        f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection "
+                        f"({len(self._forwarders)} now); none of these {len(new)} was made: "
+                        "unsubscribe first, or open another connection",
+                    )
+                )
+                continue
+            for job_id in new:
+                self._forwarders[job_id] = asyncio.create_task(self._forward(job_id))
 
     async def _forward(self, job_id: str) -> None:
         try:
