@@ -41,6 +41,10 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_job_timeout_must_stay_below_the_broker_consumer_timeout() -> None:
     with pytest.raises(ValidationError, match="consumer_timeout"):
         Settings(job_timeout_s=1800, broker_consumer_timeout_s=1800)
+    # Not safely below: nothing left to end the process and store the outcome.
+    with pytest.raises(ValidationError, match="minus 60 s"):
+        Settings(job_timeout_s=1750, broker_consumer_timeout_s=1800)
+    assert Settings(job_timeout_s=1740, broker_consumer_timeout_s=1800).job_timeout_s == 1740
 
 
 @pytest.mark.parametrize("namespace", ["", "has space", "a:b", "x" * 65])

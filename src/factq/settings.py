@@ -9,6 +9,9 @@ import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How far below the broker's consumer timeout a job's time limit must stay.
+CONSUMER_TIMEOUT_MARGIN_S = 60.0
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -72,11 +75,15 @@ class Settings(BaseSettings):
     def _check_timeouts(self) -> Settings:
         # The broker takes back a message whose consumer holds it past its
         # consumer timeout; a job allowed to run longer would be run twice.
-        if self.job_timeout_s >= self.broker_consumer_timeout_s:
+        # The margin covers what follows the limit: ending the process, storing
+        # the outcome, the acknowledgement.
+        limit = self.broker_consumer_timeout_s - CONSUMER_TIMEOUT_MARGIN_S
+        if self.job_timeout_s > limit:
             raise ValueError(
-                f"job_timeout_s ({self.job_timeout_s:g}) must be below "
-                f"broker_consumer_timeout_s ({self.broker_consumer_timeout_s:g}); "
-                "raise the broker's consumer_timeout first, then FACTQ_BROKER_CONSUMER_TIMEOUT_S"
+                f"job_timeout_s ({self.job_timeout_s:g}) must be at most "
+                f"broker_consumer_timeout_s ({self.broker_consumer_timeout_s:g}) minus "
+                f"{CONSUMER_TIMEOUT_MARGIN_S:g} s; raise the broker's consumer_timeout first, "
+                "then FACTQ_BROKER_CONSUMER_TIMEOUT_S"
             )
         return self
 
