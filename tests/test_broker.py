@@ -1,18 +1,25 @@
-"""The jobs queue on the real RabbitMQ: declared once with every argument."""
+"""The jobs queue on the real RabbitMQ: declared once with every argument; the
+connection restored soon after an outage."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 
-from factq.broker import Broker, JobMessage
+from factq.broker import RECONNECT_INTERVAL_S, Broker, JobMessage
 from factq.errors import BackendUnavailable, BrokerConfigError, QueueFull
 from factq.settings import Settings
 from tests.conftest import make_settings
 from tests.support.backends import queue_depth
+from tests.support.waiting import until, until_true
 
 
 async def test_published_jobs_are_persistent_and_named(broker: Broker, settings: Settings) -> None:
@@ -92,3 +99,91 @@ async def test_the_delivery_limit_dead_letters_after_max_attempts(settings_facto
                 await asyncio.sleep(0.1)
     assert deliveries == 3
     assert letter is not None and letter.message_id == "c" * 32
+
+
+@dataclass
+class Relay:
+    """A TCP relay to RabbitMQ that can cut its connections and refuse new ones:
+    an outage as one client sees it, with the shared server left alone."""
+
+    target: tuple[str, int]
+    url: str = ""
+    is_cut: bool = False
+    refused_at: list[float] = field(default_factory=list)
+    streams: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def handle(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        if self.is_cut:
+            self.refused_at.append(time.monotonic())
+            client.transport.abort()
+            return
+        try:
+            server_reader, server = await asyncio.open_connection(*self.target)
+        except OSError:
+            client.transport.abort()
+            return
+        self.streams |= {client, server}
+        await asyncio.gather(pipe(client_reader, server), pipe(server_reader, client))
+        self.streams -= {client, server}
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for stream in list(self.streams):
+            stream.transport.abort()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    # Either side closing ends both directions.
+    writer.transport.abort()
+
+
+@asynccontextmanager
+async def relaying(settings: Settings) -> AsyncIterator[Relay]:
+    parts = urlsplit(settings.amqp_url.get_secret_value())
+    relay = Relay((parts.hostname or "127.0.0.1", parts.port or 5672))
+    server = await asyncio.start_server(relay.handle, "127.0.0.1", 0)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    relay.url = parts._replace(netloc=netloc).geturl()
+    try:
+        yield relay
+    finally:
+        server.close()
+        relay.cut()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
+async def answers(broker: Broker) -> bool:
+    """Whether the broker answers now; its channels come back just after its connection."""
+    try:
+        await asyncio.wait_for(broker.queue_stats(), 1)
+    except (BackendUnavailable, TimeoutError):
+        return False
+    return True
+
+
+async def test_a_lost_connection_is_retried_each_interval_and_restored_promptly(
+    settings: Settings,
+) -> None:
+    async with relaying(settings) as relay:
+        relayed = make_settings(namespace=settings.namespace, amqp_url=relay.url)
+        async with Broker.open(relayed, name="factq-test-reconnect") as broker:
+            await broker.queue_stats()
+            relay.cut()
+            # Two attempts refused in a row: the time between is the interval.
+            await until(lambda: len(relay.refused_at) >= 2, timeout_s=15)
+            relay.restore()
+            back = time.monotonic()
+            await until_true(lambda: answers(broker), timeout_s=15)
+            restored_after = time.monotonic() - back
+    assert relay.refused_at[1] - relay.refused_at[0] < RECONNECT_INTERVAL_S + 0.5
+    assert restored_after < RECONNECT_INTERVAL_S + 1.0

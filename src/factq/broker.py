@@ -37,6 +37,10 @@ from factq.settings import Settings
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+# Seconds between attempts to reconnect, which go on forever once a connection
+# is lost (aio-pika's default is 5): until one succeeds, the API answers 503
+# however long RabbitMQ has been back.
+RECONNECT_INTERVAL_S = 1.0
 
 MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 Settlement = Literal["ack", "requeue"]
@@ -127,6 +131,7 @@ class Broker:
                 settings.amqp_url.get_secret_value(),
                 client_properties={"connection_name": name},
                 timeout=10,
+                reconnect_interval=RECONNECT_INTERVAL_S,
             )
         except (TimeoutError, AMQPError, OSError) as exc:
             raise BackendUnavailable(f"RabbitMQ is unavailable: {type(exc).__name__}") from exc

@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 from factq.errors import InvalidWebhook
 
 WebhookEvent = Literal["started", "progress", "completed"]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 RESOLVE_TIMEOUT_S = 5.0
 
@@ -64,27 +65,52 @@ async def check_destination(url: str, allowed: frozenset[str]) -> None:
     """Refuse a URL that is not https, or that resolves to a private, loopback,
     link-local or otherwise non-public address, unless its host is allowed.
 
-    Checked at submission and again before each delivery, since a name may
-    resolve elsewhere later.
+    Checked at submission, and again before each delivery (see
+    `destination_addresses`), since a name may resolve elsewhere later.
     """
+    await _destination(url, allowed, resolve_allowed=False)
+
+
+async def destination_addresses(url: str, allowed: frozenset[str]) -> list[Address]:
+    """Check url as `check_destination` does, and return the addresses a delivery
+    to it may connect to: those just checked (an allowed host's, unchecked).
+
+    A delivery connects to one of these, never to the name resolved again: a
+    DNS server may answer a public address to the check and a loopback one to
+    the connection a moment later (DNS rebinding).
+    """
+    return await _destination(url, allowed, resolve_allowed=True)
+
+
+async def _destination(
+    url: str, allowed: frozenset[str], *, resolve_allowed: bool
+) -> list[Address]:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("https", "http") or not host:
         raise InvalidWebhook(f"webhook url must be an absolute https URL, not {url[:100]!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidWebhook(f"webhook url has an invalid port: {url[:100]!r}") from None
     if host in allowed:
-        return
+        # Trusted whatever it resolves to: only a delivery, which connects to
+        # the address, needs it resolved.
+        return await _resolve(host, port) if resolve_allowed else []
     if parts.scheme != "https":
         raise InvalidWebhook(
             "webhook url must use https (or its host be in FACTQ_WEBHOOK_ALLOWED_HOSTS)"
         )
-    for address in await _resolve(host, parts.port or 443):
+    addresses = await _resolve(host, port)
+    for address in addresses:
         if not address.is_global:
             raise InvalidWebhook(
                 f"webhook host {host} resolves to {address}, which is not a public address"
             )
+    return addresses
 
 
-async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+async def _resolve(host: str, port: int) -> list[Address]:
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
@@ -96,7 +122,11 @@ async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddre
         )
     except (OSError, TimeoutError) as exc:
         raise InvalidWebhook(f"webhook host {host} cannot be resolved") from exc
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
+    # In the resolver's order, once each.
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not addresses:
+        raise InvalidWebhook(f"webhook host {host} cannot be resolved")
+    return addresses
 
 
 def signed_request(

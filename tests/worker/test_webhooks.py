@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from factq.settings import Settings
+from factq.webhooks import Address
 from tests.conftest import api_client, running_worker
 from tests.support.service import free_port
 from tests.support.waiting import until, until_true, wait_for_job
@@ -154,6 +157,29 @@ async def test_redirects_are_not_followed(hook_settings: Settings, receiver: Rec
     assert [d["status_code"] for d in job["webhook"]["deliveries"]] == [307, 307]
 
 
+async def test_a_delivery_connects_to_the_address_its_check_resolved(
+    settings_factory, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the destination check's resolver knows receiver.test: a delivery
+    # that resolved the name again to connect would not reach the receiver.
+    async def resolve(host: str, port: int) -> list[Address]:
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr("factq.webhooks._resolve", resolve)
+    settings = settings_factory(
+        webhook_secret=SECRET, webhook_allowed_hosts="receiver.test", webhook_max_attempts=1
+    )
+    port = urlsplit(receiver.url).port
+    async with api_client(settings) as client, running_worker(settings):
+        job_id = (await submit(client, f"http://receiver.test:{port}/hook")).json()["id"]
+        await wait_for_job(client, job_id)
+        job = await logged(client, job_id, attempts=1)
+    assert [d["status_code"] for d in job["webhook"]["deliveries"]] == [200]
+    [delivery] = receiver.verified()
+    assert delivery["data"]["id"] == job_id
+    assert receiver.requests[0][0]["host"] == f"receiver.test:{port}"
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -163,6 +189,7 @@ async def test_redirects_are_not_followed(hook_settings: Settings, receiver: Rec
         "https://[::1]/hook",
         "https://localhost/hook",
         "http://example.com/hook",
+        "https://example.com:99999/hook",
         "ftp://example.com/hook",
         "not a url",
     ],

@@ -11,6 +11,8 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
@@ -19,7 +21,12 @@ from factq.errors import BackendUnavailable, InvalidWebhook
 from factq.settings import Settings
 from factq.store import Store
 from factq.webhook_queue import WebhookTask
-from factq.webhooks import WebhookDelivery, allowed_hosts, check_destination, signed_request
+from factq.webhooks import (
+    WebhookDelivery,
+    allowed_hosts,
+    destination_addresses,
+    signed_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,52 @@ BLOCK_MS = 1000
 # A delivery left unfinished this long by its worker is taken over by another.
 TAKEOVER_MS = 5 * 60 * 1000
 CONCURRENT_DELIVERIES = 32
+
+
+async def post_checked(
+    url: str,
+    allowed: frozenset[str],
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    ssl_context: ssl.SSLContext,
+) -> httpx.Response:
+    """POST to url once its destination is checked, connecting only to an
+    address the check allowed.
+
+    httpx would resolve the host again to connect, and get another answer
+    from a hostile DNS server (DNS rebinding). So the request goes to a checked
+    address itself, while its Host header, TLS server name (SNI) and certificate
+    check keep the URL's host. Redirects are never followed: a receiver could
+    bounce a delivery to an address the check refused.
+    """
+    addresses = await destination_addresses(url, allowed)
+    target = httpx.URL(url)
+    headers = {**headers, "host": target.netloc.decode("ascii")}
+    extensions = {"sni_hostname": target.raw_host.decode("ascii")}
+    unreachable: httpx.TransportError | None = None
+    for address in addresses:
+        # A client per connection: a pool is keyed by the address it connects
+        # to, so a shared one could carry one host's delivery over a connection
+        # whose certificate was checked for another host on that address. And
+        # no proxy from the environment: its tunnel would check the certificate
+        # against the address, not the host.
+        async with httpx.AsyncClient(
+            verify=ssl_context, follow_redirects=False, timeout=timeout_s, trust_env=False
+        ) as http:
+            try:
+                return await http.post(
+                    target.copy_with(host=str(address)),
+                    content=content,
+                    headers=headers,
+                    extensions=extensions,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing was sent: the host's next address may answer.
+                unreachable = exc
+    assert unreachable is not None, "a resolved host has an address"
+    raise unreachable
 
 
 class WebhookSender:
@@ -46,39 +99,36 @@ class WebhookSender:
         secret = self._settings.webhook_secret.get_secret_value()
         if not secret:
             return
-        # Redirects are never followed: a receiver could bounce a delivery
-        # to an address the destination check refused.
-        async with httpx.AsyncClient(
-            follow_redirects=False, timeout=self._settings.webhook_timeout_s
-        ) as http:
-            while not stop.is_set():
-                try:
-                    await self._store.webhooks.ensure_group()
-                    break
-                except BackendUnavailable:
-                    await asyncio.sleep(1)
-            while not stop.is_set():
-                try:
-                    tasks = await self._store.webhooks.next(
-                        self._consumer, count=BATCH, block_ms=BLOCK_MS, min_idle_ms=TAKEOVER_MS
-                    )
-                except BackendUnavailable:
-                    await asyncio.sleep(1)
-                    continue
-                for task in tasks:
-                    await self._slots.acquire()
-                    sending = asyncio.create_task(self._deliver(http, secret, task, stop))
-                    self._sending.add(sending)
-                    sending.add_done_callback(self._sent)
-            if self._sending:
-                await asyncio.wait(self._sending, timeout=self._settings.webhook_timeout_s)
+        # One context for every delivery: building one loads the CA bundle.
+        ssl_context = httpx.create_ssl_context()
+        while not stop.is_set():
+            try:
+                await self._store.webhooks.ensure_group()
+                break
+            except BackendUnavailable:
+                await asyncio.sleep(1)
+        while not stop.is_set():
+            try:
+                tasks = await self._store.webhooks.next(
+                    self._consumer, count=BATCH, block_ms=BLOCK_MS, min_idle_ms=TAKEOVER_MS
+                )
+            except BackendUnavailable:
+                await asyncio.sleep(1)
+                continue
+            for task in tasks:
+                await self._slots.acquire()
+                sending = asyncio.create_task(self._deliver(ssl_context, secret, task, stop))
+                self._sending.add(sending)
+                sending.add_done_callback(self._sent)
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=self._settings.webhook_timeout_s)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._slots.release()
 
     async def _deliver(
-        self, http: httpx.AsyncClient, secret: str, task: WebhookTask, stop: asyncio.Event
+        self, ssl_context: ssl.SSLContext, secret: str, task: WebhookTask, stop: asyncio.Event
     ) -> None:
         webhook = task.job.webhook
         if webhook is None:
@@ -88,7 +138,9 @@ class WebhookSender:
         delivery_id = f"{task.job_id}-{task.seq}-{task.type}"
         attempts = self._settings.webhook_max_attempts
         for attempt in range(1, attempts + 1):
-            outcome = await self._attempt(http, secret, webhook.url, delivery_id, task.type, job)
+            outcome = await self._attempt(
+                ssl_context, secret, webhook.url, delivery_id, task.type, job
+            )
             log = WebhookDelivery(type=task.type, attempt=attempt, at=datetime.now(UTC), **outcome)
             await self._store.webhooks.log_attempt(task.job_id, log)
             status = outcome.get("status_code")
@@ -104,7 +156,7 @@ class WebhookSender:
 
     async def _attempt(
         self,
-        http: httpx.AsyncClient,
+        ssl_context: ssl.SSLContext,
         secret: str,
         url: str,
         delivery_id: str,
@@ -112,12 +164,18 @@ class WebhookSender:
         job: dict[str, object],
     ) -> dict[str, int | str]:
         """One POST: {"status_code": ...} or {"error": ...}."""
+        body, headers = signed_request(secret, delivery_id, event_type, job)
         try:
-            await check_destination(url, self._allowed)
-            body, headers = signed_request(secret, delivery_id, event_type, job)
-            response = await http.post(url, content=body, headers=headers)
+            response = await post_checked(
+                url,
+                self._allowed,
+                content=body,
+                headers=headers,
+                timeout_s=self._settings.webhook_timeout_s,
+                ssl_context=ssl_context,
+            )
         except InvalidWebhook as exc:
             return {"error": exc.message}
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return {"status_code": response.status_code}
