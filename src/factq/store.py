@@ -9,10 +9,8 @@ event to the job's stream and publishes it, all at once. Redis errors become
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from factq.errors import (
     JobNotFound,
     NotFinished,
 )
+from factq.idempotency import IdempotencyKeys, KeyClaim
 from factq.job_index import JobIndex
 from factq.models import Job, JobError, JobEvent, JobStatus
 from factq.names import Names
@@ -71,31 +70,6 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyClaim:
-    """What an Idempotency-Key holds: the request it was first used with, the job
-    id reserved for it, and when (the claiming process's clock, seconds)."""
-
-    fingerprint: str
-    job_id: str
-    claimed_at: float
-    raw: str
-
-    @classmethod
-    def parse(cls, raw: str) -> KeyClaim:
-        fingerprint, _, rest = raw.partition(":")
-        job_id, _, claimed_at = rest.partition(":")
-        try:
-            at = float(claimed_at)
-        except ValueError:
-            at = 0.0
-        return cls(fingerprint, job_id, at, raw)
-
-
-def _claim_value(fingerprint: str, job_id: str) -> str:
-    return f"{fingerprint}:{job_id}:{time.time():.3f}"
-
-
-@dataclass(frozen=True, slots=True)
 class Transition:
     """The result of a state-change script: what happened, and the job after it."""
 
@@ -121,8 +95,7 @@ class Store:
                 "delete",
                 "lost",
                 "webhook_log",
-                "take_over_key",
-                "drop_unconfirmed",
+                "idempotency",
                 "finish_from",
                 "computation",
             )
@@ -130,6 +103,9 @@ class Store:
         self.index = JobIndex(client, self.names, settings)
         self.webhooks = WebhookQueue(client, self.names, self._scripts["webhook_log"])
         self.computations = Computations(client, self.names, self._scripts["computation"])
+        self.idempotency = IdempotencyKeys(
+            client, self.names, settings.result_ttl_s, self._scripts["idempotency"]
+        )
 
     @classmethod
     @asynccontextmanager
@@ -189,12 +165,14 @@ class Store:
     # Jobs.
 
     @backend_errors
-    async def create_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Store new queued jobs, with the provisional TTL, and index them by owner."""
+    async def create_jobs(self, jobs: Sequence[NewJob], claim: KeyClaim | None = None) -> list[Job]:
+        """Store new queued jobs, with the provisional TTL, and index them by owner;
+        with the Idempotency-Key claim made for them, only while it still holds."""
+        guard = [claim.record] if claim else []
         async with self._redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 await self._scripts["create"](
-                    keys=self._job_keys(job.job_id),
+                    keys=[*self._job_keys(job.job_id), *guard],
                     args=[
                         self.names.events_channel,
                         self._settings.provisional_ttl_s,
@@ -205,6 +183,7 @@ class Store:
                         job.webhook.model_dump_json() if job.webhook else "",
                         self.names.webhooks if job.webhook else "",
                         "" if job.deadline_s is None else repr(job.deadline_s),
+                        claim.value if claim else "",
                     ],
                     client=pipe,
                 )
@@ -213,52 +192,17 @@ class Store:
         for job, flat in zip(jobs, replies, strict=True):
             if flat is None:
                 raise FactqError(f"job id {job.job_id} is already taken")
+            if flat == b"claim_lost":
+                raise IdempotencyConflict(
+                    "another request with this Idempotency-Key took it over while this one "
+                    "stalled; retry to get its job"
+                )
             created.append(Job.from_fields(flat_fields(flat)))
         # Indexed only once they exist: a listing drops index entries
         # whose job it cannot find.
         for owner in {job.owner for job in jobs}:
             await self.index.add(owner, [job.job_id for job in jobs if job.owner == owner])
         return created
-
-    @backend_errors
-    async def claim_idempotency_key(
-        self, owner: str, key: str, fingerprint: str, job_id: str
-    ) -> KeyClaim | None:
-        """Reserve `key` for a new job: None when reserved now, else what the key
-        holds for the same request; `IdempotencyConflict` for another request."""
-        name = self._idempotency_name(owner, key)
-        value = _claim_value(fingerprint, job_id)
-        if await self._redis.set(name, value, nx=True, ex=self._settings.result_ttl_s):
-            return None
-        existing = await self._redis.get(name)
-        if existing is None:  # expired just now: try once more
-            return await self.claim_idempotency_key(owner, key, fingerprint, job_id)
-        claim = KeyClaim.parse(text(existing))
-        if claim.fingerprint != fingerprint:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was used with a different request; use a new key"
-            )
-        return claim
-
-    @backend_errors
-    async def take_over_idempotency_key(
-        self, owner: str, key: str, dead: KeyClaim, job_id: str
-    ) -> bool:
-        """Point a key whose job was never made at a new job, unless another
-        request did so first."""
-        taken = await self._scripts["take_over_key"](
-            keys=[self._idempotency_name(owner, key)],
-            args=[dead.raw, _claim_value(dead.fingerprint, job_id), self._settings.result_ttl_s],
-        )
-        return bool(taken)
-
-    @backend_errors
-    async def release_idempotency_key(self, owner: str, key: str) -> None:
-        """The job the key was reserved for was never queued."""
-        await self._redis.delete(self._idempotency_name(owner, key))
-
-    def _idempotency_name(self, owner: str, key: str) -> str:
-        return self.names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
 
     @backend_errors
     async def confirm_jobs(self, job_ids: Sequence[str]) -> None:
@@ -269,9 +213,13 @@ class Store:
             await pipe.execute()
 
     @backend_errors
-    async def drop_unconfirmed(self, job_id: str) -> bool:
-        """Forget the job if it is still queued and was never confirmed: True if so."""
-        return bool(await self._scripts["drop_unconfirmed"](keys=self._job_keys(job_id)))
+    async def is_provisional(self, job_id: str) -> bool:
+        """Whether the job is queued and was never confirmed (its TTL still runs)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.names.job(job_id), "status")
+            pipe.pttl(self.names.job(job_id))
+            status, ttl_ms = await pipe.execute()
+        return bool(status == b"queued" and ttl_ms > 0)
 
     @backend_errors
     async def get_job(self, job_id: str, owner: str | None = None) -> Job:

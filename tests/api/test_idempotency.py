@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -12,9 +12,10 @@ import pytest
 import redis.asyncio as redis
 
 from factq.api.submission import CLAIM_STALE_S, JobRequest, fingerprint
-from factq.errors import BackendUnavailable
+from factq.errors import BackendUnavailable, IdempotencyConflict, JobNotFound
 from factq.settings import Settings
 from factq.store import NewJob, Store
+from tests.conftest import api_client
 from tests.support.backends import queue_depth
 from tests.support.waiting import until_true
 
@@ -115,7 +116,7 @@ async def test_a_key_whose_request_never_made_its_job_makes_it_now(
 ) -> None:
     """A request that claimed the key and then failed with Redis down could not
     release it; once that claim is stale, the key makes its job after all."""
-    owner_key = store.names.idempotency("", hashlib.sha256(b"order-5").hexdigest())
+    owner_key = store.idempotency.record("", "order-5")
     body = JobRequest.model_validate(JOB)
     stale = f"{fingerprint(body)}:{'0' * 32}:{time.time() - CLAIM_STALE_S - 1:.3f}"
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
@@ -133,7 +134,7 @@ async def test_a_fresh_claim_whose_job_is_missing_asks_for_a_retry(
 ) -> None:
     """The request holding the key may still be storing its job: a 409 to retry,
     not a second job."""
-    owner_key = store.names.idempotency("", hashlib.sha256(b"order-6").hexdigest())
+    owner_key = store.idempotency.record("", "order-6")
     body = JobRequest.model_validate(JOB)
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         await raw.set(owner_key, f"{fingerprint(body)}:{'1' * 32}:{time.time():.3f}")
@@ -143,20 +144,75 @@ async def test_a_fresh_claim_whose_job_is_missing_asks_for_a_retry(
     assert await queue_depth(settings) == 0
 
 
-async def test_a_stale_claim_whose_job_was_never_confirmed_makes_a_new_job(
+async def test_a_stale_claim_whose_job_was_never_confirmed_queues_that_job(
     client: httpx.AsyncClient, settings: Settings, store: Store
 ) -> None:
     """Its request failed not knowing whether the message got out (Redis down for
-    the discard too): that job is dropped, so that it cannot run beside the new one,
-    and the key makes a new job that is queued for sure."""
+    the discard too), and may have answered with that job: the retry queues the
+    job again and keeps it, rather than let it vanish with its provisional TTL."""
     body = JobRequest.model_validate(JOB)
     [orphan] = await store.create_jobs([NewJob("2" * 32, "factorial", {"n": 7}, "")])
-    owner_key = store.names.idempotency("", hashlib.sha256(b"order-7").hexdigest())
+    record = store.idempotency.record("", "order-7")
     claimed = time.time() - CLAIM_STALE_S - 1
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
-        await raw.set(owner_key, f"{fingerprint(body)}:{orphan.id}:{claimed:.3f}")
-    response = await client.post("/v1/jobs", json=JOB, headers=keyed("order-7"))
-    assert response.status_code == 202
-    assert response.json()["id"] != orphan.id
-    assert (await client.get(f"/v1/jobs/{orphan.id}")).status_code == 404
+        await raw.set(record, f"{fingerprint(body)}:{orphan.id}:{claimed:.6f}")
+        response = await client.post("/v1/jobs", json=JOB, headers=keyed("order-7"))
+        assert response.status_code == 202
+        assert response.json()["id"] == orphan.id
+        assert response.headers["idempotent-replayed"] == "true"
+        assert await raw.ttl(store.names.job(orphan.id)) == -1
     assert await queue_depth(settings) == 1
+
+
+async def test_a_request_that_stalled_past_a_take_over_makes_no_second_job(
+    store: Store,
+) -> None:
+    """Request A claims the key, then stalls; a retry takes the stale claim over.
+    A's job is then refused (the key holds another claim), and A's failure does
+    not free the key that the retry holds now."""
+    keys = store.idempotency
+    first = await keys.claim("", "order-8", "f" * 64, "3" * 32)
+    assert first.ours
+    stale = dataclasses.replace(first, age_s=CLAIM_STALE_S + 1)
+    retry = await keys.take_over(stale, "4" * 32)
+    assert retry is not None and retry.ours and retry.job_id == "4" * 32
+    with pytest.raises(IdempotencyConflict, match="took it over"):
+        await store.create_jobs([NewJob("3" * 32, "factorial", {"n": 7}, "")], first)
+    await keys.release(first)
+    again = await keys.claim("", "order-8", "f" * 64, "5" * 32)
+    assert not again.ours and again.job_id == "4" * 32
+    # A second take-over from the value first read loses: the key moved on.
+    assert await keys.take_over(stale, "6" * 32) is None
+    with pytest.raises(JobNotFound):
+        await store.get_job("3" * 32)
+
+
+async def test_a_different_request_with_a_claimed_key_is_a_conflict(store: Store) -> None:
+    await store.idempotency.claim("", "order-9", "a" * 64, "7" * 32)
+    with pytest.raises(IdempotencyConflict, match="different request"):
+        await store.idempotency.claim("", "order-9", "b" * 64, "8" * 32)
+
+
+async def test_a_stopping_api_finishes_the_confirmations_still_waiting_on_redis(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    confirm = Store.confirm_jobs
+    refusals = 4  # retries until about 3.75 s: past the answer, which comes after 2 s
+    confirmed = False
+
+    async def flaky_confirm(self: Store, job_ids: Sequence[str]) -> None:
+        nonlocal refusals, confirmed
+        if refusals:
+            refusals -= 1
+            raise BackendUnavailable("Redis is unavailable")
+        await confirm(self, job_ids)
+        confirmed = True
+
+    monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+    async with api_client(settings) as client:
+        response = await client.post("/v1/jobs", json=JOB)
+        assert response.status_code == 202
+        assert not confirmed, "confirmed before the answer: nothing left for the shutdown"
+    assert confirmed
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        assert await raw.ttl(store.names.job(response.json()["id"])) == -1

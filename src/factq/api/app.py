@@ -18,6 +18,7 @@ from factq.api.errors import install_error_handlers
 from factq.api.limits import BodySizeLimit
 from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
+from factq.api.submission import finish_confirmations
 from factq.broker import Broker
 from factq.events import EventHub
 from factq.settings import Settings
@@ -25,6 +26,9 @@ from factq.store import Store
 from factq.tasks import TaskRegistry
 
 logger = logging.getLogger(__name__)
+
+# How long a stopping API waits for confirmations still waiting on Redis.
+CONFIRM_SHUTDOWN_S = 10.0
 
 DESCRIPTION = """\
 Submit a job and get its id at once (202); workers compute it off the request
@@ -54,15 +58,18 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                     logger.warning("%s", warning)
                 limiter = SubmissionLimiter(settings)
                 stack.push_async_callback(limiter.aclose)
-                yield {
-                    "settings": settings,
-                    "store": store,
-                    "broker": broker,
-                    "registry": tasks,
-                    "hub": hub,
-                    "converter": converter,
-                    "limiter": limiter,
-                }
+                try:
+                    yield {
+                        "settings": settings,
+                        "store": store,
+                        "broker": broker,
+                        "registry": tasks,
+                        "hub": hub,
+                        "converter": converter,
+                        "limiter": limiter,
+                    }
+                finally:
+                    await finish_confirmations(store, CONFIRM_SHUTDOWN_S)
 
     app = FastAPI(
         title="factq",

@@ -24,9 +24,10 @@ from factq.errors import (
     InvalidWebhook,
     JobNotFound,
 )
-from factq.models import Job, JobStatus
+from factq.idempotency import KeyClaim
+from factq.models import Job
 from factq.settings import Settings
-from factq.store import KeyClaim, NewJob, Store
+from factq.store import NewJob, Store
 from factq.tasks import TaskRegistry
 from factq.webhooks import WebhookRequest, allowed_hosts, check_destination
 
@@ -34,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 REPLAY_WAIT_STEPS = 20
 REPLAY_WAIT_STEP_S = 0.1
-# A key claimed this long ago whose job does not exist, or was never confirmed,
-# was left by a failed request (a live one confirms within seconds).
+# A key claimed this long ago (by the server's clock) whose job does not exist,
+# or was never confirmed, was left by a failed request: a live one makes its
+# job, and confirms it, within seconds.
 CLAIM_STALE_S = 15.0
+TAKE_OVER_TRIES = 3
 CONFIRM_INLINE_S = 2.0
 CONFIRM_RETRY_FIRST_S = 0.25
 CONFIRM_RETRY_MAX_S = 5.0
@@ -164,44 +167,58 @@ async def enqueue_once(
     if idempotency_key is None:
         [job] = await enqueue(store, broker, [new])
         return job, False
-    claim = await store.claim_idempotency_key(new.owner, idempotency_key, fingerprint, new.job_id)
-    if claim is not None:
-        made = await _made_by_key(store, claim, new.owner)
+    keys = store.idempotency
+    for _ in range(TAKE_OVER_TRIES):
+        claim = await keys.claim(new.owner, idempotency_key, fingerprint, new.job_id)
+        if claim.ours:
+            break
+        made = await _made_by_key(store, broker, claim, new.owner)
         if made is not None:
             return made, True
         # The request that claimed the key never made its job (it failed while
-        # Redis or RabbitMQ was down and could not release the key): this one does.
-        if not await store.take_over_idempotency_key(new.owner, idempotency_key, claim, new.job_id):
-            raise IdempotencyConflict("another request with this Idempotency-Key is in progress")
+        # Redis or RabbitMQ was down, and could not free the key): this one will,
+        # unless another retry got there first; then, look again.
+        taken = await keys.take_over(claim, new.job_id)
+        if taken is not None:
+            claim = taken
+            break
+    else:
+        raise IdempotencyConflict("another request with this Idempotency-Key is in progress")
     try:
-        [job] = await _store_and_publish(store, broker, [new])
+        [job] = await _store_and_publish(store, broker, [new], claim)
     except BaseException:
         # Nothing was published: the key may make its job on a retry.
         with contextlib.suppress(FactqError):
-            await store.release_idempotency_key(new.owner, idempotency_key)
+            await keys.release(claim)
         raise
     await _confirm(store, [new.job_id])
     return job, False
 
 
-async def _made_by_key(store: Store, claim: KeyClaim, owner: str) -> Job | None:
+async def _made_by_key(store: Store, broker: Broker, claim: KeyClaim, owner: str) -> Job | None:
     """The job the key made, waiting a little for a concurrent request still storing
-    it; None when the request that claimed the key is long gone without making
-    its job, or without knowing whether its job was queued (then it is dropped)."""
+    it; None when the request that claimed the key is long gone without making it.
+
+    A job found still provisional that long after (its request ended, or stalls,
+    before it could know whether the message got out) is queued again here, so
+    that the job the first request may have answered with is never lost: a
+    second message is harmless, the job still ends once.
+    """
+    started = time.monotonic()
     for _ in range(REPLAY_WAIT_STEPS):
-        stale = time.time() - claim.claimed_at > CLAIM_STALE_S
+        stale = claim.age_s + time.monotonic() - started > CLAIM_STALE_S
         try:
             job = await store.get_job(claim.job_id, owner)
         except JobNotFound:
             if stale:
                 return None
         else:
-            if not (stale and job.status == JobStatus.QUEUED):
-                return job
-            if not await store.drop_unconfirmed(job.id):
-                return job
-            logger.warning("dropped job %s: its request ended before it was queued", job.id)
-            return None
+            if stale and await store.is_provisional(job.id):
+                logger.warning("queueing job %s again: its request never confirmed it", job.id)
+                message = JobMessage(job_id=job.id, task=job.task, input=job.input)
+                await broker.publish_jobs([message])
+                await store.confirm_jobs([job.id])
+            return job
         await asyncio.sleep(REPLAY_WAIT_STEP_S)
     raise IdempotencyConflict("the request with this Idempotency-Key did not complete; retry")
 
@@ -223,10 +240,12 @@ async def enqueue(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[
     return created
 
 
-async def _store_and_publish(store: Store, broker: Broker, jobs: Sequence[NewJob]) -> list[Job]:
+async def _store_and_publish(
+    store: Store, broker: Broker, jobs: Sequence[NewJob], claim: KeyClaim | None = None
+) -> list[Job]:
     """The stored jobs, once their messages are in the queue; on any failure, no
     job is left behind (a message that may have got out finds no job: dropped)."""
-    created = await store.create_jobs(jobs)
+    created = await store.create_jobs(jobs, claim)
     try:
         await broker.publish_jobs(
             [JobMessage(job_id=job.job_id, task=job.task, input=job.input) for job in jobs]
@@ -241,8 +260,9 @@ async def _store_and_publish(store: Store, broker: Broker, jobs: Sequence[NewJob
     return created
 
 
-# Confirmations still running, held so that they are not garbage-collected.
-_confirming: set[asyncio.Task[None]] = set()
+# Confirmations still running, by store, held so that they are not
+# garbage-collected and so that shutdown can wait for them.
+_confirming: dict[Store, set[asyncio.Task[None]]] = {}
 
 
 async def _confirm(store: Store, job_ids: list[str]) -> None:
@@ -252,11 +272,28 @@ async def _confirm(store: Store, job_ids: list[str]) -> None:
     background (a worker that starts a job keeps it too), and one whose
     request is cancelled completes all the same."""
     task = asyncio.create_task(_keep_confirming(store, job_ids))
-    _confirming.add(task)
-    task.add_done_callback(_confirming.discard)
+    running = _confirming.setdefault(store, set())
+    running.add(task)
+    task.add_done_callback(running.discard)
     done, _ = await asyncio.wait({asyncio.shield(task)}, timeout=CONFIRM_INLINE_S)
     if not done:
         logger.warning("Redis did not confirm %d queued jobs yet; retrying", len(job_ids))
+
+
+async def finish_confirmations(store: Store, timeout_s: float) -> None:
+    """Before the store closes: let confirmations still waiting on Redis finish."""
+    running = _confirming.pop(store, set())
+    if not running:
+        return
+    _, pending = await asyncio.wait(running, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        logger.error(
+            "%d queued jobs still unconfirmed at shutdown: those still queued when their "
+            "provisional TTL ends will be dropped",
+            len(pending),
+        )
 
 
 async def _keep_confirming(store: Store, job_ids: list[str]) -> None:

@@ -3,8 +3,13 @@
 -- completed vanishes on its own.
 -- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, webhook
 -- JSON and the stream of deliveries to send ('' for none), deadline in
--- seconds from now ('' for none).
+-- seconds from now ('' for none), and with an Idempotency-Key, the claim it
+-- must still hold.
+-- KEYS[3], when given: the Idempotency-Key's record.
+-- Returns the job's fields; false when the id is taken; 'claim_lost' when
+-- another request took the Idempotency-Key over (this one stalled).
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[10] then return 'claim_lost' end
 local created = now()
 redis.call('HSET', KEYS[1],
   'id', ARGV[3], 'task', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6],
