@@ -7,6 +7,10 @@ others wait for its outcome), and a later job reuses the stored outcome for
 `FACTQ_RESULT_CACHE_TTL_S`. Each job still has its own message, state,
 events and copy of the result: sharing never couples their fates, so a
 cancel, a lost worker or a deleted job affects no other job.
+
+Copying another job's result touches that job's keys as well: on Redis
+Cluster the two jobs' keys would have to share a slot, which they do not;
+sharing is for a single Redis (or its replicas), as factq runs today.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ RENEW_EVERY_S = 3.0
 FAILURE_TTL_S = 30
 
 
-def input_digest(task: str, job_input: dict[str, Any]) -> str:
-    """What makes two jobs the same computation: the task and its canonical input."""
-    canonical = json.dumps([task, job_input], sort_keys=True, separators=(",", ":"))
+def input_digest(task: str, job_input: dict[str, Any], version: str = "") -> str:
+    """What makes two jobs the same computation: the task (in its version) and its
+    canonical input."""
+    canonical = json.dumps([task, version, job_input], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -54,8 +59,8 @@ class Computations:
         self._names = names
         self._lease = lease_script
 
-    def of(self, task: str, job_input: dict[str, Any]) -> Computation:
-        digest = input_digest(task, job_input)
+    def of(self, task: str, job_input: dict[str, Any], version: str = "") -> Computation:
+        digest = input_digest(task, job_input, version)
         return Computation(
             task, digest, self._names.computing(task, digest), self._names.cached(task, digest)
         )
@@ -67,9 +72,13 @@ class Computations:
         return text(job_id) if job_id is not None else None
 
     @backend_errors
-    async def remember(self, computation: Computation, job_id: str, ttl_s: int) -> None:
-        """This finished job answers the computation for ttl_s seconds."""
-        await self._redis.set(computation.outcome_key, job_id, ex=ttl_s)
+    async def remember(
+        self, computation: Computation, job_id: str, ttl_s: int, *, succeeded: bool
+    ) -> None:
+        """This finished job answers the computation for ttl_s seconds. A failure
+        never replaces a stored outcome (a second run that failed, say timed out
+        under load, must not hide a success); a success replaces a failure."""
+        await self._redis.set(computation.outcome_key, job_id, ex=ttl_s, nx=not succeeded)
 
     @backend_errors
     async def claim(self, computation: Computation, job_id: str) -> str:

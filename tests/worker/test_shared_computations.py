@@ -179,3 +179,37 @@ async def until_running(client: httpx.AsyncClient, job_id: str) -> None:
         return bool(job["status"] == "running")
 
     await until_true(running, timeout_s=5)
+
+
+async def test_a_twin_waits_no_longer_than_leaves_time_for_its_own_run(
+    settings_factory: Any, tmp_path: Any
+) -> None:
+    """Past what the broker's consumer timeout allows (here 62 - 60 - 1.5 s of
+    run = 0.5 s of waiting), a twin computes without the lease."""
+    settings = settings_factory(broker_consumer_timeout_s=62, job_timeout_s=1.5)
+    log = str(tmp_path / "executions.log")
+    job_input = {"tag": "stuck", "log": log, "sleep_s": 0.0}
+    async with Store.open(settings) as store:
+        lease = store.names.computing("memo", input_digest("memo", job_input))
+    async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
+        await raw.set(lease, "f" * 32, px=60_000)
+    async with api_client(settings) as client, running_worker(settings):
+        job = await wait_for_job(client, await submit(client, "memo", **job_input), timeout_s=10)
+    assert job["status"] == "succeeded"
+    assert len(executions(log)) == 1
+
+
+async def test_a_failure_never_replaces_a_stored_success(store: Store) -> None:
+    computation = store.computations.of("memo", {"tag": "t", "log": "-"})
+    await store.computations.remember(computation, "a" * 32, 60, succeeded=True)
+    await store.computations.remember(computation, "b" * 32, 30, succeeded=False)
+    assert await store.computations.outcome(computation) == "a" * 32
+    await store.computations.remember(computation, "c" * 32, 60, succeeded=True)
+    assert await store.computations.outcome(computation) == "c" * 32
+
+
+def test_a_new_task_version_is_a_new_computation() -> None:
+    job_input = {"n": 5}
+    assert input_digest("factorial", job_input) == input_digest("factorial", {"n": 5})
+    assert input_digest("factorial", job_input, "2") != input_digest("factorial", job_input)
+    assert input_digest("factorial", job_input) != input_digest("other", job_input)

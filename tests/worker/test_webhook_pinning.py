@@ -23,8 +23,10 @@ import httpx
 import pytest
 
 from factq.errors import InvalidWebhook
+from factq.settings import Settings
+from factq.store import Store
 from factq.webhooks import Address
-from factq.worker.webhooks import post_checked
+from factq.worker.webhooks import WebhookSender, post_checked
 
 PUBLIC = "1.1.1.1"
 BODY = b'{"type":"job.completed"}'
@@ -236,3 +238,56 @@ async def test_the_next_checked_address_is_tried_when_one_refuses(
         response = await post(f"http://twice.test:{receiver.port}/hook", frozenset({"twice.test"}))
     assert response.status_code == 204
     assert [headers["host"] for headers, _ in receiver.requests] == [f"twice.test:{receiver.port}"]
+
+
+@asynccontextmanager
+async def dripping(head: bytes, body_bytes: int) -> AsyncIterator[int]:
+    """A receiver that sends `head` a byte every 0.1 s, then a body as slowly: the
+    port it listens on."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in [*head, *(b"x" * body_bytes)]:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_the_answer_is_the_status_a_body_dripped_out_is_never_waited_for() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    async with dripping(head, 1000) as port:
+        started = asyncio.get_running_loop().time()
+        response = await post(f"http://127.0.0.1:{port}/hook", frozenset({"127.0.0.1"}))
+        assert response.status_code == 200
+        # The head takes about 4 s at a byte a tenth; the body would take 100 s more.
+        assert asyncio.get_running_loop().time() - started < 30
+
+
+async def test_an_attempt_is_limited_as_a_whole_when_the_head_drips(
+    settings_factory: Callable[..., Settings], store: Store
+) -> None:
+    """Each byte comes well within the read timeout; the attempt still ends."""
+    settings = settings_factory(webhook_timeout_s=1.0, webhook_allowed_hosts="127.0.0.1")
+    sender = WebhookSender(store, settings)
+    head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 200 + b"\r\n\r\n"
+    async with dripping(head, 0) as port:
+        outcome = await sender._attempt(
+            ssl.create_default_context(),
+            "whsec_" + "A" * 32,
+            f"http://127.0.0.1:{port}/h",
+            "delivery-1",
+            "job.completed",
+            {},
+        )
+    assert outcome == {"error": "no answer within 1 s"}

@@ -52,6 +52,9 @@ class Task:
     # the same time shares one computation, and a later one reuses the result
     # (for FACTQ_RESULT_CACHE_TTL_S). Leave it False for anything that samples.
     deterministic: bool = False
+    # Change it when the output for an input changes (a new model, a fix), so
+    # that outcomes stored by the previous code are not reused.
+    version: str = ""
 
     def __post_init__(self) -> None:
         if not self.formats:

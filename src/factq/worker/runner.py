@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +24,7 @@ from factq.broker import Broker, Consumer, JobMessage, settle
 from factq.computations import FAILURE_TTL_S, RENEW_EVERY_S, Computation
 from factq.errors import BackendUnavailable, UnknownTask
 from factq.models import JobError, JobStatus
-from factq.settings import Settings
+from factq.settings import CONSUMER_TIMEOUT_MARGIN_S, Settings
 from factq.store import StartOutcome, Store, Transition
 from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
@@ -208,13 +209,13 @@ class Worker:
             ended = await retry_backend(
                 lambda: store.mark_failed(job.job_id, error), self._should_exit
             )
-            await self._share_outcome(shared, ended, FAILURE_TTL_S)
+            await self._share_outcome(shared, ended)
         else:
             ended = await retry_backend(
                 lambda: store.mark_succeeded(job.job_id, output.summary, output.formats),
                 self._should_exit,
             )
-            await self._share_outcome(shared, ended, self._cache_ttl_s)
+            await self._share_outcome(shared, ended)
         finally:
             if shared is not None:
                 with contextlib.suppress(BackendUnavailable):
@@ -229,7 +230,7 @@ class Worker:
         task = self.registry.get(job.task)
         if task is None or not task.deterministic or not self._cache_ttl_s:
             return None
-        return self._store.computations.of(job.task, job.input)
+        return self._store.computations.of(job.task, job.input, task.version)
 
     @property
     def _cache_ttl_s(self) -> int:
@@ -244,6 +245,12 @@ class Worker:
         store = self._store
         formats = [fmt.name for fmt in self.registry.get_task(job.task).formats]
         pause = SHARED_WAIT_FIRST_S
+        # Wait no longer than leaves time for a run of its own before the
+        # broker's consumer timeout takes the message back.
+        settings = self.settings
+        wait_until = time.monotonic() + (
+            settings.broker_consumer_timeout_s - CONSUMER_TIMEOUT_MARGIN_S - settings.job_timeout_s
+        )
         while True:
             other = await retry_backend(
                 lambda: store.computations.outcome(shared), self._should_exit
@@ -264,6 +271,9 @@ class Worker:
                     return await self._compute(job, cancel)
                 finally:
                     renewing.cancel()
+            if time.monotonic() + pause > wait_until:
+                logger.warning("job %s waited on job %s too long; computing it", job.job_id, holder)
+                return await self._compute(job, cancel)
             # Job `holder` computes it now: wait for its outcome, or for its
             # lease to end without one (cancelled, or its worker lost).
             with contextlib.suppress(TimeoutError):
@@ -279,17 +289,18 @@ class Worker:
             with contextlib.suppress(BackendUnavailable):
                 await self._store.computations.renew(shared, job_id)
 
-    async def _share_outcome(
-        self, shared: Computation | None, ended: Transition, ttl_s: int
-    ) -> None:
+    async def _share_outcome(self, shared: Computation | None, ended: Transition) -> None:
         """Let identical jobs end as this one did, unless it ended otherwise (a
-        cancel won). Best effort: without it they compute for themselves."""
+        cancel won). Best effort: without it they compute for themselves. A
+        failure is shared only with the jobs waiting on it now."""
         job = ended.job
         if shared is None or self._store is None or job is None:
             return
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            succeeded = job.status == JobStatus.SUCCEEDED
+            ttl_s = self._cache_ttl_s if succeeded else FAILURE_TTL_S
             with contextlib.suppress(BackendUnavailable):
-                await self._store.computations.remember(shared, job.id, ttl_s)
+                await self._store.computations.remember(shared, job.id, ttl_s, succeeded=succeeded)
 
     async def _compute(self, job: JobMessage, cancel: asyncio.Event) -> TaskOutput:
         """The task's output, or `CancelAsked` once its process was ended on a cancel."""

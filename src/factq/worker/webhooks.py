@@ -69,13 +69,19 @@ async def post_checked(
         async with httpx.AsyncClient(
             verify=ssl_context, follow_redirects=False, timeout=timeout_s, trust_env=False
         ) as http:
+            request = http.build_request(
+                "POST",
+                target.copy_with(host=str(address)),
+                content=content,
+                headers=headers,
+                extensions=extensions,
+            )
             try:
-                return await http.post(
-                    target.copy_with(host=str(address)),
-                    content=content,
-                    headers=headers,
-                    extensions=extensions,
-                )
+                # The status is the answer: the body is never read, so a
+                # receiver that drips one out cannot hold a delivery slot.
+                response = await http.send(request, stream=True)
+                await response.aclose()
+                return response
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: the host's next address may answer.
                 unreachable = exc
@@ -165,15 +171,21 @@ class WebhookSender:
     ) -> dict[str, int | str]:
         """One POST: {"status_code": ...} or {"error": ...}."""
         body, headers = signed_request(secret, delivery_id, event_type, job)
+        limit_s = self._settings.webhook_timeout_s
         try:
-            response = await post_checked(
-                url,
-                self._allowed,
-                content=body,
-                headers=headers,
-                timeout_s=self._settings.webhook_timeout_s,
-                ssl_context=ssl_context,
-            )
+            # The whole attempt, not only each read: headers dripped a byte at
+            # a time would otherwise never time out.
+            async with asyncio.timeout(limit_s):
+                response = await post_checked(
+                    url,
+                    self._allowed,
+                    content=body,
+                    headers=headers,
+                    timeout_s=limit_s,
+                    ssl_context=ssl_context,
+                )
+        except TimeoutError:
+            return {"error": f"no answer within {limit_s:g} s"}
         except InvalidWebhook as exc:
             return {"error": exc.message}
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
