@@ -48,8 +48,10 @@ def test_twins_of_a_job_whose_worker_was_killed_mid_computation_all_succeed(
     twin computes, and every one of them succeeds, computed twice in all."""
     log = str(tmp_path / "executions.log")
     body = {"task": "memo", "input": {"tag": "shared", "log": log, "sleep_s": 3}}
-    with running_service(fault_settings, tmp_path, workers=2, concurrency=1) as service:
-        http = httpx.Client(base_url=service.base_url, timeout=10)
+    with (
+        running_service(fault_settings, tmp_path, workers=2, concurrency=1) as service,
+        httpx.Client(base_url=service.base_url, timeout=10) as http,
+    ):
         first = http.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 30
         while not executions_by_worker(log):
