@@ -26,6 +26,24 @@ def keyed(key: str) -> dict[str, str]:
     return {"Idempotency-Key": key}
 
 
+class RefusedConfirms:
+    """Redis refuses the first `refusals` confirmations of published jobs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, refusals: int) -> None:
+        self.refusals = refusals
+        self.confirmed = False
+        confirm = Store.confirm_jobs
+
+        async def flaky_confirm(store: Store, job_ids: Sequence[str]) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise BackendUnavailable("Redis is unavailable")
+            await confirm(store, job_ids)
+            self.confirmed = True
+
+        monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+
+
 async def test_the_same_key_and_body_return_the_same_job(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -84,17 +102,7 @@ async def test_a_job_published_while_redis_refuses_its_confirmation_is_accepted(
 ) -> None:
     """Its message is in the queue, so a 503 would only make the client submit it
     again: it is a 202, and the confirmation goes on until Redis takes it."""
-    confirm = Store.confirm_jobs
-    refusals = 3
-
-    async def flaky_confirm(self: Store, job_ids: Sequence[str]) -> None:
-        nonlocal refusals
-        if refusals:
-            refusals -= 1
-            raise BackendUnavailable("Redis is unavailable")
-        await confirm(self, job_ids)
-
-    monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+    confirms = RefusedConfirms(monkeypatch, refusals=3)
     first = await client.post("/v1/jobs", json=JOB, headers=keyed("order-4"))
     assert first.status_code == 202
     job_id = first.json()["id"]
@@ -104,7 +112,7 @@ async def test_a_job_published_while_redis_refuses_its_confirmation_is_accepted(
     job_key = store.names.job(job_id)
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         await until_true(lambda: _persisted(raw, job_key), timeout_s=10)
-    assert refusals == 0
+    assert confirms.confirmed
 
 
 async def _persisted(raw: redis.Redis, key: str) -> bool:
@@ -196,23 +204,12 @@ async def test_a_different_request_with_a_claimed_key_is_a_conflict(store: Store
 async def test_a_stopping_api_finishes_the_confirmations_still_waiting_on_redis(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    confirm = Store.confirm_jobs
-    refusals = 4  # retries until about 3.75 s: past the answer, which comes after 2 s
-    confirmed = False
-
-    async def flaky_confirm(self: Store, job_ids: Sequence[str]) -> None:
-        nonlocal refusals, confirmed
-        if refusals:
-            refusals -= 1
-            raise BackendUnavailable("Redis is unavailable")
-        await confirm(self, job_ids)
-        confirmed = True
-
-    monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+    # Retries until about 3.75 s: past the answer, which comes after 2 s.
+    confirms = RefusedConfirms(monkeypatch, refusals=4)
     async with api_client(settings) as client:
         response = await client.post("/v1/jobs", json=JOB)
         assert response.status_code == 202
-        assert not confirmed, "confirmed before the answer: nothing left for the shutdown"
-    assert confirmed
+        assert not confirms.confirmed, "confirmed before the answer: nothing left to finish"
+    assert confirms.confirmed
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         assert await raw.ttl(store.names.job(response.json()["id"])) == -1

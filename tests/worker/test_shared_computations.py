@@ -113,10 +113,7 @@ async def test_cancelling_the_computing_job_leaves_its_twin_to_compute(
 ) -> None:
     """The cancel ends one job only: the twin that waited on it takes over."""
     async with running_worker(settings):
-        first = await submit(client, "memo", tag="slow", log=execution_log, sleep_s=3)
-        await until(lambda: executions(execution_log))
-        twin = await submit(client, "memo", tag="slow", log=execution_log, sleep_s=3)
-        await until_running(client, twin)
+        first, twin = await computing_and_waiting(client, "slow", execution_log, sleep_s=3)
         assert (await client.post(f"/v1/jobs/{first}/cancel")).status_code == 200
         jobs = await wait_for_jobs(client, [first, twin], timeout_s=20)
     assert jobs[first]["status"] == "cancelled"
@@ -128,10 +125,7 @@ async def test_cancelling_a_waiting_twin_ends_it_alone(
     client: httpx.AsyncClient, settings: Settings, execution_log: str
 ) -> None:
     async with running_worker(settings):
-        first = await submit(client, "memo", tag="kept", log=execution_log, sleep_s=2)
-        await until(lambda: executions(execution_log))
-        twin = await submit(client, "memo", tag="kept", log=execution_log, sleep_s=2)
-        await until_running(client, twin)
+        first, twin = await computing_and_waiting(client, "kept", execution_log, sleep_s=2)
         assert (await client.post(f"/v1/jobs/{twin}/cancel")).status_code == 200
         cancelled = await wait_for_job(client, twin, timeout_s=5)
         assert cancelled["status"] == "cancelled"
@@ -171,6 +165,17 @@ async def test_a_deleted_result_is_computed_again(
     assert again["status"] == "succeeded"
     assert (await client.get(f"/v1/jobs/{again['id']}/result")).text == "gone"
     assert len(executions(execution_log)) == 2
+
+
+async def computing_and_waiting(
+    client: httpx.AsyncClient, tag: str, log: str, *, sleep_s: float
+) -> tuple[str, str]:
+    """Two identical memo jobs: the first computing, the second waiting on it."""
+    first = await submit(client, "memo", tag=tag, log=log, sleep_s=sleep_s)
+    await until(lambda: executions(log))
+    twin = await submit(client, "memo", tag=tag, log=log, sleep_s=sleep_s)
+    await until_running(client, twin)
+    return first, twin
 
 
 async def until_running(client: httpx.AsyncClient, job_id: str) -> None:
