@@ -9,6 +9,7 @@ import pytest
 
 from factq.settings import Settings
 from factq.store import Store
+from factq.tasks import TaskRegistry
 from tests.support.backends import queue_depth
 
 
@@ -187,3 +188,32 @@ async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.Asyn
     wrong = await client.put("/v1/jobs")
     assert wrong.status_code == 405
     assert wrong.json()["error"]["type"] == "method_not_allowed"
+    # Allow names every method of the path, though separate routes serve them.
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "POST"}
+    one_job = await client.put(f"/v1/jobs/{'a' * 32}")
+    assert set(one_job.headers["allow"].split(", ")) == {"DELETE", "GET"}
+    # "batch" is no job id: only the batch route serves that path.
+    batch = await client.put("/v1/jobs/batch")
+    assert batch.headers["allow"] == "POST"
+
+
+async def test_the_openapi_document_describes_this_deployments_tasks(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A request valid by the document is one the API takes: each task's own
+    input schema, the result formats, the batch limit; webhooks only when on."""
+    schema = (await client.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    request = components["JobRequest"]
+    assert request["properties"]["task"]["enum"] == sorted(TaskRegistry.from_settings(settings))
+    factorial = next(b for b in request["oneOf"] if b["properties"]["task"]["const"] == "factorial")
+    input_ref = factorial["properties"]["input"]["$ref"].rsplit("/", 1)[-1]
+    assert components[input_ref]["properties"]["n"]["maximum"] == settings.max_n
+    assert "webhook" not in request["properties"]
+    assert components["BatchRequest"]["properties"]["jobs"]["maxItems"] == settings.max_batch
+    [fmt] = [
+        p
+        for p in schema["paths"]["/v1/jobs/{job_id}/result"]["get"]["parameters"]
+        if p["name"] == "format"
+    ]
+    assert fmt["schema"]["enum"] == ["decimal", "hex", "text"]

@@ -87,7 +87,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             expose_headers=["Location", "Retry-After", "Preference-Applied"],
         )
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, tasks, settings)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)

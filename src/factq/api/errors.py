@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
 from factq import errors
+from factq.api.deps import JOB_ID
 
 logger = logging.getLogger(__name__)
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.InvalidRequest: 400,
@@ -103,7 +108,37 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, "invalid_input", "malformed JSON: the body cannot be decoded")
     error_type = HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path
+        # only; a path served by several routes allows the methods of them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return error_response(exc.status_code, error_type, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves this path with, asked of each route as the
+    router would ask it. A `{job_id}` that is no job id (`/v1/jobs/batch`) is
+    served by no job route: it could only be a 404."""
+    allowed = []
+    for method in HTTP_METHODS:
+        for route in _routes(request.app.router.routes):
+            match, child = route.matches({**request.scope, "method": method})
+            job_id = child.get("path_params", {}).get("job_id")
+            if match == Match.FULL and (job_id is None or JOB_ID.fullmatch(job_id)):
+                allowed.append(method)
+                break
+    return allowed
+
+
+def _routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (FastAPI wraps each router it
+    includes; a wrapper it may not unwrap is asked as a whole)."""
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if inner is None:
+            yield route
+        else:
+            yield from _routes(inner)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

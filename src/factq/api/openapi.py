@@ -1,5 +1,7 @@
 """The OpenAPI document says what the API really answers: the contract's error
-shape, and each error status a route can give."""
+shape, each error status a route can give, and what this deployment accepts
+(its tasks, each with its own input schema, and their result formats), so
+that a request valid by the document is one the API takes."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+
+from factq.settings import Settings
+from factq.tasks import TaskRegistry
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,8 +44,9 @@ SUBMITS = {
 OPEN_PATHS = ("/healthz", "/readyz", "/")
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Build the document once, with the error responses filled in."""
+def install_openapi(app: FastAPI, registry: TaskRegistry, settings: Settings) -> None:
+    """Build the document once, with the error responses and the deployment's
+    tasks filled in."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -53,6 +59,9 @@ def install_openapi(app: FastAPI) -> None:
             for path, operations in schema.get("paths", {}).items():
                 for method, operation in operations.items():
                     _document_errors(path, method, operation)
+                    for parameter in operation.get("parameters", []):
+                        _not_nullable(parameter)
+            _describe_deployment(schema, registry, settings)
             schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
             schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
             app.openapi_schema = schema
@@ -88,3 +97,61 @@ def _errors_of(path: str, method: str, operation: dict[str, Any]) -> dict[str, s
     if "{job_id}" in path or path == "/factorial/result":
         errors |= {"404": "No such job, or another key's (not_found)."}
     return errors
+
+
+def _not_nullable(parameter: dict[str, Any]) -> None:
+    """A query parameter or header is absent or a string, never null: keep the
+    schema's non-null branch."""
+    branches = parameter.get("schema", {}).get("anyOf")
+    if branches and {"type": "null"} in branches:
+        rest = [branch for branch in branches if branch != {"type": "null"}]
+        if len(rest) == 1:
+            schema = {key: value for key, value in parameter["schema"].items() if key != "anyOf"}
+            parameter["schema"] = {**rest[0], **schema}
+
+
+def _describe_deployment(
+    schema: dict[str, Any], registry: TaskRegistry, settings: Settings
+) -> None:
+    """Each task's own input schema, the result formats and the limits, from the
+    registry and the settings."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    request = components["JobRequest"]
+    request["properties"]["task"]["enum"] = sorted(registry)
+    branches = []
+    for name, task in sorted(registry.items()):
+        input_schema = task.input_model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.update(input_schema.pop("$defs", {}))
+        components[f"{name}_input"] = input_schema
+        branches.append(
+            {
+                "properties": {
+                    "task": {"const": name},
+                    "input": {"$ref": f"#/components/schemas/{name}_input"},
+                }
+            }
+        )
+    request["oneOf"] = branches
+    if not settings.webhook_secret.get_secret_value():
+        # Webhooks are off here: a job asking for one is refused.
+        request["properties"].pop("webhook", None)
+        components.pop("WebhookRequest", None)
+    batch = components["BatchRequest"]["properties"]["jobs"]
+    batch |= {"minItems": 1, "maxItems": settings.max_batch}
+    formats = sorted({fmt.name for task in registry.values() for fmt in task.formats})
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if path == "/v1/jobs/{job_id}/result" and parameter["name"] == "format":
+                    parameter["schema"] = {**parameter["schema"], "enum": formats}
+                if path == "/factorial" and parameter["name"] == "no" and "factorial" in registry:
+                    # Digits on the wire, as an integer's are: one up to the task's limit.
+                    limit = registry["factorial"].limits.get("max_n", settings.max_n)
+                    parameter["schema"] = {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": limit,
+                        "description": parameter["schema"].get("description", ""),
+                    }
