@@ -37,28 +37,29 @@ class Fault:
 def plan_faults(seed: int, *, worker_kills: int) -> list[Fault]:
     """The faults of one run, in order; the seed decides their order, their timing,
     and which of them happen together (a worker killed while Redis or RabbitMQ is
-    down, Redis killed while RabbitMQ is down)."""
+    down, Redis killed while RabbitMQ is down). worker_kills land while the
+    services are up, each on a worker that has just begun a job; a kill during
+    an outage comes on top of them."""
     rng = random.Random(f"{seed}-plan")
 
     def kill_during(down_s: float) -> Fault:
         return Fault("kill_worker", gap_s=round(rng.uniform(0.2, down_s - 0.3), 2))
 
-    kills = worker_kills
     redis_down_s = round(rng.uniform(0.8, 3.0), 2)
     redis_during: tuple[Fault, ...] = ()
     if rng.random() < 0.5:
-        redis_during, kills = (kill_during(redis_down_s),), kills - 1
+        redis_during = (kill_during(redis_down_s),)
     redis = Fault("restart_redis", round(rng.uniform(1.5, 4.0), 2), redis_down_s, redis_during)
     rabbitmq_down_s = round(rng.uniform(0.8, 3.0), 2)
     rabbitmq_during: tuple[Fault, ...] = ()
     together = rng.choice(["alone", "with a kill", "with Redis"])
     if together == "with a kill":
-        rabbitmq_during, kills = (kill_during(rabbitmq_down_s),), kills - 1
+        rabbitmq_during = (kill_during(rabbitmq_down_s),)
     elif together == "with Redis":
         rabbitmq_down_s += redis_down_s
         rabbitmq_during = (Fault("restart_redis", 0.3, redis_down_s, redis_during),)
     rabbitmq = Fault("restart_rabbitmq", redis.gap_s, rabbitmq_down_s, rabbitmq_during)
-    plan = [Fault("kill_worker", round(rng.uniform(1.5, 4.0), 2)) for _ in range(kills)]
+    plan = [Fault("kill_worker", round(rng.uniform(1.5, 4.0), 2)) for _ in range(worker_kills)]
     plan += [rabbitmq] if together == "with Redis" else [rabbitmq, redis]
     rng.shuffle(plan)
     return plan
