@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from factq.cli import server_config
 from factq.settings import Settings
 from factq.store import Store
 from factq.worker import Worker
+from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
 from tests.support.service import free_port
 
@@ -33,7 +35,29 @@ def make_settings(**overrides: Any) -> Settings:
         "shutdown_grace_s": 5.0,
     }
     values.update(overrides)
-    return Settings(**values)
+    settings = Settings(**values)
+    secrets_watch.remember(settings)
+    return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    """Across the whole run: no configured secret in any log line (see secrets_watch)."""
+    recorder = secrets_watch.LogRecorder()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn.error", "uvicorn.access")]
+    root_level = loggers[0].level
+    loggers[0].setLevel(logging.INFO)
+    for logger in loggers:
+        logger.addHandler(recorder)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(recorder)
+        loggers[0].setLevel(root_level)
+    leaks = secrets_watch.leaks(recorder.lines)
+    assert secrets_watch.secrets, "the run configured no secret to look for"
+    assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
 
 
 @pytest.fixture

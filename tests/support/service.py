@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from factq.settings import Settings
+from tests.support import secrets_watch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +87,8 @@ def running_service(
     settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2, apis: int = 1
 ) -> Iterator[Service]:
     """Start `apis` API and `workers` worker processes; stop them all with SIGTERM on exit."""
+    secrets_watch.remember(settings)
+    secrets_watch.log_dirs.add(logs)
     ports = [free_port() for _ in range(apis)]
     factq = [sys.executable, "-m", "factq"]
     service = Service(
