@@ -18,6 +18,9 @@ FactqError
     ├── AlreadyFinished
     ├── JobFailed
     └── JobCancelled
+
+BackendUnavailable, QueueFull and RateLimited are also RetryLater: they carry
+`retry_after_s`, sent as Retry-After.
 """
 
 from __future__ import annotations
@@ -36,24 +39,24 @@ class FactqError(Exception):
         self.details = details
 
 
-class BackendUnavailable(FactqError):
-    type = "unavailable"
+class RetryLater(FactqError):
+    """A refusal that passes with time: answered with Retry-After."""
 
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BackendUnavailable(RetryLater):
+    type = "unavailable"
 
 
 class BrokerConfigError(FactqError):
     type = "broker_config"
 
 
-class QueueFull(FactqError):
+class QueueFull(RetryLater):
     type = "queue_full"
-
-    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class InvalidInput(FactqError):
@@ -64,12 +67,8 @@ class InvalidWebhook(FactqError):
     type = "invalid_webhook"
 
 
-class RateLimited(FactqError):
+class RateLimited(RetryLater):
     type = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class IdempotencyConflict(FactqError):

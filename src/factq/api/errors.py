@@ -71,7 +71,7 @@ async def _factq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.FactqError)
     status_code = status_code_for(exc)
     headers = None
-    if isinstance(exc, errors.BackendUnavailable | errors.QueueFull | errors.RateLimited):
+    if isinstance(exc, errors.RetryLater):
         headers = {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, errors.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}

@@ -24,8 +24,8 @@ from factq.client._common import (
     SOCKET_ERRORS,
     SOCKET_OPEN_TIMEOUT_S,
     BinaryWriter,
+    ClientBase,
     Destination,
-    Endpoint,
     EventsState,
     OnUpdate,
     SocketLost,
@@ -47,7 +47,7 @@ from factq.client.errors import WaitTimeout
 from factq.client.models import Job, JobEvent
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio client of the factq API; use it with `async with`, or await aclose()."""
 
     def __init__(
@@ -57,22 +57,8 @@ class AsyncClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._endpoint = Endpoint.resolve(base_url, api_key)
-        self._timeout = httpx.Timeout(timeout_s)
-        self._http = httpx.AsyncClient(
-            base_url=self._endpoint.base_url,
-            headers=self._endpoint.headers(),
-            timeout=self._timeout,
-        )
-
-    @property
-    def base_url(self) -> str:
-        """The service's base URL, e.g. http://127.0.0.1:8000."""
-        return self._endpoint.base_url
-
-    def events_url(self, job_id: str, *, after: int | None = None) -> str:
-        """The WebSocket URL of a job's events."""
-        return self._endpoint.events_url(job_id, after)
+        super().__init__(base_url, api_key, timeout_s=timeout_s)
+        self._http = httpx.AsyncClient(**self._http_options())
 
     async def __aenter__(self) -> AsyncClient:
         return self

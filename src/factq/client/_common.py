@@ -72,6 +72,38 @@ class Endpoint:
         return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
+class ClientBase:
+    """What the blocking and the asyncio client share: where the service is, how
+    to authenticate, and the default timeout."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self._endpoint = Endpoint.resolve(base_url, api_key)
+        self._timeout = httpx.Timeout(timeout_s)
+
+    def _http_options(self) -> dict[str, Any]:
+        """The arguments of the client's httpx client."""
+        return {
+            "base_url": self._endpoint.base_url,
+            "headers": self._endpoint.headers(),
+            "timeout": self._timeout,
+        }
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL, e.g. http://127.0.0.1:8000."""
+        return self._endpoint.base_url
+
+    def events_url(self, job_id: str, *, after: int | None = None) -> str:
+        """The WebSocket URL of a job's events."""
+        return self._endpoint.events_url(job_id, after)
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     if not job_id:
         raise ValueError("a job id must not be empty")
