@@ -204,7 +204,7 @@ async def test_a_different_request_with_a_claimed_key_is_a_conflict(store: Store
 async def test_a_stopping_api_finishes_the_confirmations_still_waiting_on_redis(
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Retries until about 3.75 s: past the answer, which comes after 2 s.
+    # Refused until about 1.75 s, after the answer, which comes on the first refusal.
     confirms = RefusedConfirms(monkeypatch, refusals=4)
     async with api_client(settings) as client:
         response = await client.post("/v1/jobs", json=JOB)

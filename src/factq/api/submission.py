@@ -40,7 +40,6 @@ REPLAY_WAIT_STEP_S = 0.1
 # job, and confirms it, within seconds.
 CLAIM_STALE_S = 15.0
 TAKE_OVER_TRIES = 3
-CONFIRM_INLINE_S = 2.0
 CONFIRM_RETRY_FIRST_S = 0.25
 CONFIRM_RETRY_MAX_S = 5.0
 
@@ -269,15 +268,15 @@ async def _confirm(store: Store, job_ids: list[str]) -> None:
     """Keep the published jobs for good. Their messages are in the queue, so the
     jobs are accepted whatever happens here: answering 503 now would make the
     client submit them again. A confirmation Redis refuses goes on in the
-    background (a worker that starts a job keeps it too), and one whose
-    request is cancelled completes all the same."""
-    task = asyncio.create_task(_keep_confirming(store, job_ids))
-    running = _confirming.setdefault(store, set())
-    running.add(task)
-    task.add_done_callback(running.discard)
-    done, _ = await asyncio.wait({asyncio.shield(task)}, timeout=CONFIRM_INLINE_S)
-    if not done:
-        logger.warning("Redis did not confirm %d queued jobs yet; retrying", len(job_ids))
+    background (a worker that starts a job keeps it too)."""
+    try:
+        await store.confirm_jobs(job_ids)
+    except FactqError:
+        logger.warning("Redis did not confirm %d queued jobs; retrying", len(job_ids))
+        task = asyncio.create_task(_keep_confirming(store, job_ids))
+        running = _confirming.setdefault(store, set())
+        running.add(task)
+        task.add_done_callback(running.discard)
 
 
 async def finish_confirmations(store: Store, timeout_s: float) -> None:
@@ -299,15 +298,13 @@ async def finish_confirmations(store: Store, timeout_s: float) -> None:
 async def _keep_confirming(store: Store, job_ids: list[str]) -> None:
     pause = CONFIRM_RETRY_FIRST_S
     give_up = time.monotonic() + store.provisional_ttl_s
-    while True:
+    while time.monotonic() + pause <= give_up:
+        await asyncio.sleep(pause)
         try:
             await store.confirm_jobs(job_ids)
             return
         except FactqError:
-            if time.monotonic() + pause > give_up:
-                break
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, CONFIRM_RETRY_MAX_S)
+            pause = min(pause * 2, CONFIRM_RETRY_MAX_S)
     logger.error(
         "could not confirm %d queued jobs while Redis was down; those still queued "
         "when their provisional TTL ends will be dropped",
