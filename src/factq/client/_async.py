@@ -17,7 +17,6 @@ from websockets.exceptions import ConnectionClosedOK
 
 from factq.client._common import (
     DEFAULT_TASK,
-    DEFAULT_TIMEOUT_S,
     MAX_EVENT_BYTES,
     MAX_PAGE_SIZE,
     RESULT_CHUNK_BYTES,
@@ -47,18 +46,10 @@ from factq.client.errors import WaitTimeout
 from factq.client.models import Job, JobEvent
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(ClientBase[httpx.AsyncClient]):
     """An asyncio client of the factq API; use it with `async with`, or await aclose()."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        super().__init__(base_url, api_key, timeout_s=timeout_s)
-        self._http = httpx.AsyncClient(**self._http_options())
+    _http_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self

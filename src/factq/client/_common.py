@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -72,9 +72,14 @@ class Endpoint:
         return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
-class ClientBase:
+Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
+
+
+class ClientBase(Generic[Http]):
     """What the blocking and the asyncio client share: where the service is, how
-    to authenticate, and the default timeout."""
+    to authenticate, the default timeout, and their httpx client."""
+
+    _http_class: type[Http]
 
     def __init__(
         self,
@@ -85,14 +90,11 @@ class ClientBase:
     ) -> None:
         self._endpoint = Endpoint.resolve(base_url, api_key)
         self._timeout = httpx.Timeout(timeout_s)
-
-    def _http_options(self) -> dict[str, Any]:
-        """The arguments of the client's httpx client."""
-        return {
-            "base_url": self._endpoint.base_url,
-            "headers": self._endpoint.headers(),
-            "timeout": self._timeout,
-        }
+        self._http: Http = self._http_class(
+            base_url=self._endpoint.base_url,
+            headers=self._endpoint.headers(),
+            timeout=self._timeout,
+        )
 
     @property
     def base_url(self) -> str:

@@ -15,7 +15,6 @@ from websockets.sync.client import connect
 
 from factq.client._common import (
     DEFAULT_TASK,
-    DEFAULT_TIMEOUT_S,
     MAX_EVENT_BYTES,
     MAX_PAGE_SIZE,
     RESULT_CHUNK_BYTES,
@@ -44,18 +43,10 @@ from factq.client.errors import WaitTimeout
 from factq.client.models import Job, JobEvent
 
 
-class Client(ClientBase):
+class Client(ClientBase[httpx.Client]):
     """A blocking client of the factq API; use it as a context manager, or call close()."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        super().__init__(base_url, api_key, timeout_s=timeout_s)
-        self._http = httpx.Client(**self._http_options())
+    _http_class = httpx.Client
 
     def __enter__(self) -> Client:
         return self
