@@ -22,6 +22,7 @@ from factq.store import Store
 from factq.worker import Worker
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
+from tests.support.redis_server import RedisServer, redis_server
 from tests.support.service import free_port
 
 TEST_TASKS = "tests.support.tasks"
@@ -80,6 +81,14 @@ def e2e_settings() -> Iterator[Settings]:
     settings = make_settings()
     yield settings
     asyncio.run(delete_namespace(settings))
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that count every key written:
+    on the shared server, only a walk of the whole keyspace could tell."""
+    with redis_server(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from factq.store import NewJob, Store
 from factq.webhooks import WebhookEvent, WebhookRequest
 from factq.worker.progress import ProgressReporter
 from tests.conftest import make_settings
+from tests.support.backends import namespace_keys
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ STRANGER = "mallory"
 FORMATS = ("decimal", "hex")
 ERROR_TYPES = ("task_error", "timeout", "worker_lost", "too_many_attempts", "expired")
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("started", "progress", "completed")
-INTERNAL_FIELDS = frozenset({"owner", "webhook_stream", "lost"})
+INTERNAL_FIELDS = frozenset({"owner", "webhook_stream", "lost", "idempotency_key"})
 PUBSUB_WAIT_S = 2.0
 MAX_JOBS = 16
 PICKS = st.integers(0, MAX_JOBS - 1)
@@ -384,9 +385,10 @@ class JobStateMachine(RuleBasedStateMachine):
         self.stack.callback(self.reporter._redis.close)
 
     async def _delete_namespace(self) -> None:
-        keys = [key async for key in self.raw.scan_iter(match=self.names.redis_pattern)]
-        if keys:
-            await self.raw.delete(*keys)
+        # The jobs it made, and the keys that follow from them: never a walk of
+        # the keyspace, which other programs share.
+        keys = await namespace_keys(self.raw, self.settings, self.expected)
+        await self.raw.unlink(*keys)
 
     def teardown(self) -> None:
         try:

@@ -5,7 +5,8 @@
 -- JSON and the stream of deliveries to send ('' for none), deadline in
 -- seconds from now ('' for none), and with an Idempotency-Key, the claim it
 -- must still hold.
--- KEYS[3], when given: the Idempotency-Key's record.
+-- KEYS[3], when given: the Idempotency-Key's record (named in the job, so that
+-- forgetting the job can free the key).
 -- Returns the job's fields; false when the id is taken; 'claim_lost' when
 -- another request took the Idempotency-Key over (this one stalled).
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -14,6 +15,7 @@ local created = now()
 redis.call('HSET', KEYS[1],
   'id', ARGV[3], 'task', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6],
   'status', 'queued', 'created_at', created, 'attempts', 0, 'cancel_requested', 0)
+if KEYS[3] then redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[3]) end
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8])
 end

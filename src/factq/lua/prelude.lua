@@ -24,7 +24,7 @@ local function keep(ttl)
 end
 
 -- Fields that never leave Redis.
-local INTERNAL = {'owner', 'webhook_stream', 'lost'}
+local INTERNAL = {'owner', 'webhook_stream', 'lost', 'idempotency_key'}
 
 -- Count the change, append the job's new state to its event log and publish
 -- it: the write and its event happen together or not at all. kind is what
