@@ -25,6 +25,8 @@ from tests.support.backends import delete_namespace
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.service import free_port
 
+pytest_plugins = ["tests.support.timeouts"]
+
 TEST_TASKS = "tests.support.tasks"
 
 
