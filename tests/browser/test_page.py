@@ -9,15 +9,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
-from playwright.async_api import Locator, Page, Route, WebSocketRoute, expect
+from playwright.async_api import (
+    Error,
+    Locator,
+    Page,
+    Request,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from factq.settings import Settings
 from factq.store import Store
+from tests.browser.conftest import DESKTOP, LAUNCH_ARGS
 from tests.support.service import Service, environment
 from tests.support.waiting import TERMINAL
 
@@ -26,6 +38,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
 DIGITS_OF_1000000_FACTORIAL = "5,565,709 digits"
 # A job of the test tasks that reports progress ten times a second for 20 s.
 STEPS_20_S = {"steps": 200, "duration_s": 20}
+# Where the page keeps the ids of the jobs it submitted, without a key.
+JOBS_STORAGE = "factq.jobs"
 
 # Record the largest progress ever shown in a visible bar: a 1,000,000! job
 # runs for about half a second, too short to catch by polling.
@@ -43,6 +57,34 @@ WATCH_PROGRESS = """() => {
     subtree: true, childList: true, attributes: true, attributeFilter: ['aria-valuenow', 'hidden'],
   });
 }"""
+
+
+@pytest.fixture
+async def other_page(chromium: Path) -> AsyncIterator[Page]:
+    """A page in a second, fresh browser profile (its own local storage)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium, args=LAUNCH_ARGS, headless=True
+        )
+        try:
+            context = await browser.new_context(
+                viewport={"width": DESKTOP["width"], "height": DESKTOP["height"]},
+                locale="en-US",
+                color_scheme="light",
+            )
+            context.set_default_timeout(15_000)
+            context.set_default_navigation_timeout(15_000)
+            page = await context.new_page()
+            errors: list[Error] = []
+
+            def on_error(error: Error) -> None:
+                errors.append(error)
+
+            page.on("pageerror", on_error)
+            yield page
+            assert not errors, f"script errors on the other page: {errors}"
+        finally:
+            await browser.close()
 
 
 def card(page: Page, job_id: str) -> Locator:
@@ -66,6 +108,43 @@ async def submit(page: Page, n: str | int) -> str:
     assert response.status == 202, await response.text()
     job_id: str = (await response.json())["id"]
     return job_id
+
+
+async def submit_task(page: Page, body: dict[str, Any]) -> str:
+    """Submit through the form, with the body of another task's job on the way out."""
+
+    async def rewrite(route: Route) -> None:
+        if route.request.method == "POST":
+            await route.continue_(post_data=json.dumps(body))
+        else:
+            await route.fallback()
+
+    pattern = re.compile(r"/v1/jobs$")
+    await page.route(pattern, rewrite)
+    try:
+        return await submit(page, 1)
+    finally:
+        await page.unroute(pattern, rewrite)
+
+
+def record_listings(page: Page) -> list[str]:
+    """The URLs of every `GET /v1/jobs` (the server's list) the page asks for from now on."""
+    listings: list[str] = []
+
+    def on_request(request: Request) -> None:
+        path = request.url.split("?", 1)[0]
+        if request.method == "GET" and path.endswith("/v1/jobs"):
+            listings.append(request.url)
+
+    page.on("request", on_request)
+    return listings
+
+
+async def stored_ids(page: Page, name: str = JOBS_STORAGE) -> list[str]:
+    ids: list[str] = await page.evaluate(
+        "name => JSON.parse(localStorage.getItem(name) || '[]')", name
+    )
+    return ids
 
 
 async def wait_for_status(
@@ -112,9 +191,7 @@ async def test_jobs_run_live_cancel_and_come_back_after_a_reload(
         assert len(await page.content()) < 100_000
 
         # A long job holds the only pool process, so the next one waits in the queue.
-        hold_id = (await http.post("/v1/jobs", json={"task": "steps", "input": STEPS_20_S})).json()[
-            "id"
-        ]
+        hold_id = await submit_task(page, {"task": "steps", "input": STEPS_20_S})
         await wait_for_status(http, hold_id, {"running"})
 
     cancel_id = await submit(page, 1_000_000)
@@ -125,13 +202,16 @@ async def test_jobs_run_live_cancel_and_come_back_after_a_reload(
     await expect(cancelled.locator(".badge")).to_have_text("Cancelled")
     await expect(cancelled.get_by_role("button")).to_have_count(0)
 
-    # After a reload the list comes back from the server, newest first, and the
-    # running job is followed again.
+    # After a reload this browser's jobs come back from the server, newest
+    # first, and the running job is followed again.
+    listings = record_listings(page)
     await page.reload()
     await expect_live(page)
     await expect(page.locator("li.job")).to_have_count(3)
     order = await page.locator("li.job").evaluate_all("cards => cards.map(c => c.dataset.jobId)")
     assert order == [cancel_id, hold_id, done_id]
+    assert await stored_ids(page) == [cancel_id, hold_id, done_id]
+    assert listings == [], "the page asked for the server's whole list"
     await expect(card(page, done_id)).to_have_attribute("data-status", "succeeded")
     await expect(card(page, done_id).locator(".digits-count")).to_have_text(
         DIGITS_OF_1000000_FACTORIAL
@@ -164,11 +244,9 @@ async def test_jobs_run_live_cancel_and_come_back_after_a_reload(
 async def test_a_lost_connection_shows_and_catches_up_when_the_api_is_back(
     service: Service, page: Page, e2e_settings: Settings
 ) -> None:
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
-        body = {"task": "steps", "input": {"steps": 30, "duration_s": 3}}
-        job_id = (await http.post("/v1/jobs", json=body)).json()["id"]
     await page.goto(service.base_url)
     await expect_live(page)
+    job_id = await submit_task(page, {"task": "steps", "input": {"steps": 30, "duration_s": 3}})
     job = card(page, job_id)
     await expect(job).to_have_attribute("data-status", "running", timeout=10_000)
 
@@ -194,12 +272,13 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
     service: Service, page: Page
 ) -> None:
     key = "k-browser-test"
-    # The server does not check keys yet: these routes answer as if it did.
+    other_key = "k-browser-other"
+    # This service runs without keys: these routes answer as one with keys would.
     refused: list[str] = []
     sockets: list[str] = []
 
     async def check_key(route: Route) -> None:
-        if route.request.headers.get("authorization") == f"Bearer {key}":
+        if route.request.headers.get("authorization") in {f"Bearer {key}", f"Bearer {other_key}"}:
             await route.continue_()
             return
         refused.append(route.request.url)
@@ -208,7 +287,7 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
 
     async def check_socket_key(socket: WebSocketRoute) -> None:
         sockets.append(socket.url)
-        if f"token={key}" in socket.url:
+        if f"token={key}" in socket.url or f"token={other_key}" in socket.url:
             socket.connect_to_server()
         else:
             await socket.close(code=1008, reason="unauthorized")
@@ -248,6 +327,30 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
     await expect(key_input).to_be_hidden()
     await expect(card(page, job_id)).to_have_attribute("data-status", "succeeded")
     assert refused == []
+
+    # The job ids are kept per key, under a name that is not the key itself.
+    lists = "() => Object.keys(localStorage).filter(name => name.startsWith('factq.jobs'))"
+    names = await page.evaluate(lists)
+    assert len(names) == 1, names
+    assert names[0] != JOBS_STORAGE
+    assert key not in names[0]
+    assert await stored_ids(page, names[0]) == [job_id]
+
+    # Forgetting the key forgets its jobs too; another key starts with none.
+    await page.get_by_role("button", name="Forget it").click()
+    await expect(key_input).to_be_visible()
+    await expect(page.locator("li.job")).to_have_count(0)
+    assert await page.evaluate(lists) == []
+    await key_input.fill(other_key)
+    await page.get_by_role("button", name="Save key").click()
+    await expect_live(page)
+    await expect(page.locator("li.job")).to_have_count(0)
+    other_id = await submit(page, 10)
+    await expect(card(page, other_id)).to_have_attribute("data-status", "succeeded")
+    await page.reload()
+    await expect_live(page)
+    await expect(card(page, other_id)).to_have_attribute("data-status", "succeeded")
+    await expect(page.locator("li.job")).to_have_count(1)
 
 
 async def test_the_form_checks_n_and_shows_the_servers_422_message(
@@ -293,6 +396,68 @@ async def test_the_form_checks_n_and_shows_the_servers_422_message(
     assert (await answer.value).status == 202
     await expect(alert).to_be_hidden()
     await expect(page.locator("li.job .job-title")).to_have_text("1,000!")
+
+
+async def test_each_browser_shows_the_jobs_it_submitted_and_no_others(
+    service: Service, page: Page, other_page: Page
+) -> None:
+    listings = {"a": record_listings(page), "b": record_listings(other_page)}
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
+        # Submitted like curl would: no browser's job, though the same owner's
+        # while keys are off.
+        body = {"task": "factorial", "input": {"n": 5}}
+        plain_id = (await http.post("/v1/jobs", json=body)).json()["id"]
+        await wait_for_status(http, plain_id, TERMINAL)
+
+        await page.goto(service.base_url)
+        await other_page.goto(service.base_url)
+        await expect_live(page)
+        await expect_live(other_page)
+        # Live comes after the page has restored its jobs: none yet, in either.
+        await expect(page.locator("#jobs-empty")).to_be_visible()
+        await expect(other_page.locator("#jobs-empty")).to_be_visible()
+        await expect(page.locator("li.job")).to_have_count(0)
+        await expect(other_page.locator("li.job")).to_have_count(0)
+
+        mine = await submit(page, 20)
+        await expect(card(page, mine)).to_have_attribute("data-status", "succeeded")
+        await expect(card(page, mine).locator(".digits")).to_have_text("2432902008176640000")
+        # A second plain job, submitted while both pages are open.
+        plain_later_id = (await http.post("/v1/jobs", json=body)).json()["id"]
+        await wait_for_status(http, plain_later_id, TERMINAL)
+        theirs = await submit(other_page, 30)
+        await expect(card(other_page, theirs)).to_have_attribute("data-status", "succeeded")
+
+        for reloaded in (False, True):
+            if reloaded:
+                await page.reload()
+                await other_page.reload()
+                await expect_live(page)
+                await expect_live(other_page)
+            await expect(card(page, mine)).to_have_attribute("data-status", "succeeded")
+            await expect(page.locator("li.job")).to_have_count(1)
+            await expect(card(other_page, theirs)).to_have_attribute("data-status", "succeeded")
+            await expect(other_page.locator("li.job")).to_have_count(1)
+        assert await stored_ids(page) == [mine]
+        assert await stored_ids(other_page) == [theirs]
+        assert listings == {"a": [], "b": []}, "a page asked for the server's whole list"
+
+        # The list keeps the newest 50 ids; after a reload, the ids whose job
+        # answers 404 (here: never jobs at all, and one deleted) are dropped.
+        unknown = [uuid4().hex for _ in range(50)]
+        await page.evaluate(
+            "([name, ids]) => localStorage.setItem(name, JSON.stringify(ids))",
+            [JOBS_STORAGE, [mine, *unknown]],
+        )
+        newest = await submit(page, 25)
+        await expect(card(page, newest)).to_have_attribute("data-status", "succeeded")
+        assert await stored_ids(page) == [newest, mine, *unknown[:48]]
+        assert (await http.delete(f"/v1/jobs/{mine}")).status_code == 204
+        await page.reload()
+        await expect_live(page)
+        await expect(card(page, newest)).to_have_attribute("data-status", "succeeded")
+        await expect(page.locator("li.job")).to_have_count(1)
+        assert await stored_ids(page) == [newest]
 
 
 def stop_api(service: Service) -> None:

@@ -1,12 +1,20 @@
 // factq's page: submit factorial jobs and follow them live over one WebSocket.
 //
-// The server is the source of truth. HTTP answers (submit, cancel, the list)
-// seed a job's card; after that, events over `WS /v1/events` move it on, and
-// each job keeps the highest `seq` it has seen so that nothing older (a late
-// HTTP answer, an event replayed after a reconnect) can move it backwards.
+// The server is the source of truth. HTTP answers (submit, cancel, a job
+// fetched again after a reload) seed a job's card; after that, events over
+// `WS /v1/events` move it on, and each job keeps the highest `seq` it has seen
+// so that nothing older (a late HTTP answer, an event replayed after a
+// reconnect) can move it backwards.
+//
+// The page shows the jobs this browser submitted, and no others: it keeps their
+// ids in local storage and fetches each one again after a reload. It never asks
+// for the server's list (`GET /v1/jobs`), which without keys holds every
+// caller's jobs.
 
 const KEY_STORAGE = "factq.apiKey";
-const LIST_LIMIT = 20;
+// One list of job ids per key (and one for no key), newest first.
+const JOBS_STORAGE = "factq.jobs";
+const KEEP_JOBS = 50;
 // The server takes at most 1,000 ids per subscribe message.
 const SUBSCRIBE_CHUNK = 500;
 const BACKOFF_MIN_MS = 500;
@@ -67,7 +75,12 @@ let maxN = 1_000_000;
 const formatsByTask = new Map([["factorial", ["decimal", "hex"]]]);
 let clockSkewMs = 0;
 let authPending = false;
+// The stored jobs are not all loaded yet (at first, or one could not be
+// fetched while the server was down, say): try again when the socket opens.
 let listStale = true;
+// Counts the times the cards were cleared for another key, so that an answer
+// asked for with the old key adds nothing.
+let jobsGeneration = 0;
 
 // ---- API keys ------------------------------------------------------------
 
@@ -113,7 +126,9 @@ function onKeySubmit(event) {
     els.keyInput.focus();
     return;
   }
+  const changed = key !== currentKey();
   storeKey(key);
+  if (changed) clearJobs();
   els.keyInput.value = "";
   els.keyPanel.hidden = true;
   authPending = false;
@@ -121,8 +136,73 @@ function onKeySubmit(event) {
 }
 
 function onForgetKey() {
+  // Its job ids are of no use without it, and should not outlive it here.
+  writeStoredIds([]);
   storeKey("");
+  clearJobs();
   refresh();
+}
+
+// ---- This browser's jobs -------------------------------------------------------
+
+/** Where the current key's job ids are kept: named by a hash, so the key itself
+ * is not written a second time (and is gone once forgotten). */
+function jobsStorageName() {
+  const key = currentKey();
+  return key ? `${JOBS_STORAGE}.${hashKey(key)}` : JOBS_STORAGE;
+}
+
+/** A 53-bit string hash (cyrb53): it tells keys apart, it is no protection. */
+function hashKey(text) {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
+}
+
+function storedIds() {
+  try {
+    const ids = JSON.parse(localStorage.getItem(jobsStorageName()) || "[]");
+    if (!Array.isArray(ids)) return [];
+    const valid = (id) => typeof id === "string" && id.length > 0 && id.length <= 100;
+    return ids.filter(valid).slice(0, KEEP_JOBS);
+  } catch {
+    return [];
+  }
+}
+
+function writeStoredIds(ids) {
+  try {
+    const name = jobsStorageName();
+    if (ids.length) localStorage.setItem(name, JSON.stringify(ids.slice(0, KEEP_JOBS)));
+    else localStorage.removeItem(name);
+  } catch {
+    // Storage can be off (private modes): the jobs then last until reload.
+  }
+}
+
+/** A job this browser submitted: first in the list, which keeps the newest only. */
+function rememberJob(jobId) {
+  writeStoredIds([jobId, ...storedIds().filter((id) => id !== jobId)]);
+}
+
+function forgetJob(jobId) {
+  const ids = storedIds();
+  if (ids.includes(jobId)) writeStoredIds(ids.filter((id) => id !== jobId));
+}
+
+/** Take down every card: another key's jobs are not this one's. */
+function clearJobs() {
+  jobsGeneration += 1;
+  for (const entry of jobs.values()) entry.el.remove();
+  jobs.clear();
+  updateCount();
 }
 
 // ---- HTTP ----------------------------------------------------------------
@@ -300,6 +380,7 @@ function onEventError(message) {
     return;
   }
   if (message.error && message.error.type === "not_found") {
+    forgetJob(message.id);
     entry.gone = true;
     render(entry);
     updateCount();
@@ -723,6 +804,7 @@ async function onSubmit(event) {
   els.submit.setAttribute("aria-busy", "true");
   try {
     const job = await api("/v1/jobs", { method: "POST", body: { task: "factorial", input: { n } } });
+    rememberJob(job.id);
     applyHttp(job);
     socket.subscribe([job.id]);
   } catch (failure) {
@@ -769,24 +851,37 @@ async function loadTasks() {
   }
 }
 
+/** Fetch the stored jobs that have no card yet; one that answers 404 (deleted,
+ * expired, or another key's) is dropped from the list for good. */
 async function loadJobs() {
-  const data = await api(`/v1/jobs?limit=${LIST_LIMIT}`);
-  listStale = false;
+  const generation = jobsGeneration;
+  const ids = storedIds().filter((id) => !jobs.has(id));
+  const answers = await Promise.allSettled(ids.map((id) => api(`/v1/jobs/${encodeURIComponent(id)}`)));
+  if (generation !== jobsGeneration) return;
   const fresh = [];
-  for (const job of data.jobs || []) {
-    const known = jobs.has(job.id);
-    const entry = applyHttp(job);
-    if (!known && !isFinished(entry)) fresh.push(job.id);
-  }
+  let failure = null;
+  answers.forEach((answer, index) => {
+    if (answer.status === "fulfilled") {
+      const known = jobs.has(answer.value.id);
+      const entry = applyHttp(answer.value);
+      if (!known && !isFinished(entry)) fresh.push(entry.job.id);
+    } else if (answer.reason.status === 404) {
+      forgetJob(ids[index]);
+    } else {
+      failure = failure || answer.reason;
+    }
+  });
+  listStale = failure !== null;
   socket.subscribe(fresh);
-  if (!jobs.size) els.empty.textContent = "No jobs yet. Submit one above and it appears here, live.";
+  if (failure) throw failure;
+  if (!jobs.size) els.empty.textContent = "No jobs from this browser yet. Submit one above and it appears here, live.";
 }
 
 async function refresh() {
   listStale = true;
   const [, listed] = await Promise.allSettled([loadTasks(), loadJobs()]);
   if (listed.status === "rejected" && listed.reason.status !== 401 && !jobs.size) {
-    els.empty.textContent = `Could not load recent jobs: ${listed.reason.message}`;
+    els.empty.textContent = `Could not load this browser's jobs: ${listed.reason.message}`;
   }
   if (!authPending) socket.start();
 }
@@ -807,6 +902,10 @@ function boot() {
   els.keyForm.addEventListener("submit", onKeySubmit);
   els.forgetKey.addEventListener("click", onForgetKey);
   window.addEventListener("online", () => socket.retryNow());
+  // A job submitted in another tab of this browser shows here too.
+  window.addEventListener("storage", (event) => {
+    if (event.key === jobsStorageName()) loadJobs().catch(() => {});
+  });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") socket.retryNow();
   });
