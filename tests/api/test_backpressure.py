@@ -17,7 +17,8 @@ async def test_a_full_queue_is_a_503_and_no_job_is_half_created(settings_factory
         refused = [r for r in responses if r.status_code != 202]
         # Each job is indexed as it is stored, before its publish is tried: the
         # refused ones are in the index too, and must have left no job behind.
-        indexed = [text(i) for i in await store._redis.zrange(store.names.owner_jobs(""), 0, -1)]
+        entries: list[bytes] = await store._redis.zrange(store.names.owner_jobs(""), 0, -1)  # type: ignore[assignment]
+        indexed = [text(entry) for entry in entries]
         async with store._redis.pipeline(transaction=False) as pipe:
             for job_id in indexed:
                 pipe.exists(store.names.job(job_id), store.names.events(job_id))

@@ -142,7 +142,7 @@ async def count_jobs_made(
     # the index holds any job a submission made: found from it, not from a walk
     # of the keyspace. (One whose indexing failed was never published; should
     # it run all the same, its run shows as an unexplained re-execution.)
-    job_ids = await client.zrange(names.owner_jobs(ANONYMOUS), 0, -1)
+    job_ids: list[bytes] = await client.zrange(names.owner_jobs(ANONYMOUS), 0, -1)  # type: ignore[assignment]
     async with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hget(names.job(text(job_id)), "input")
