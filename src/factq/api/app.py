@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import factq
 from factq.api import compat, events, health, jobs, page
 from factq.api.deps import Resources
+from factq.api.docs import install_docs
 from factq.api.errors import install_error_handlers
 from factq.api.limits import BodySizeLimit
 from factq.api.openapi import install_openapi
@@ -76,6 +77,9 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         version=factq.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's pages load their files from CDNs: install_docs serves them from here.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.allowed_origin_list:
@@ -88,6 +92,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         )
     install_error_handlers(app)
     install_openapi(app, tasks, settings)
+    install_docs(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)
