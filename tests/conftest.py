@@ -44,7 +44,7 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_secret_in_any_log() -> Iterator[None]:
+def no_secret_in_any_log(request: pytest.FixtureRequest) -> Iterator[None]:
     """Across the whole run: no configured secret in any log line (see secrets_watch)."""
     recorder = secrets_watch.LogRecorder()
     loggers = [logging.getLogger(name) for name in ("", "uvicorn.error", "uvicorn.access")]
@@ -59,7 +59,12 @@ def no_secret_in_any_log() -> Iterator[None]:
             logger.removeHandler(recorder)
         loggers[0].setLevel(root_level)
     leaks = secrets_watch.leaks(recorder.lines)
-    assert secrets_watch.secrets, "the run configured no secret to look for"
+    config = request.config
+    whole_suite = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+        config.option.keyword or config.option.markexpr
+    )
+    # A part of the suite (one file, say) may configure no secret at all.
+    assert secrets_watch.secrets or not whole_suite, "the run configured no secret to look for"
     assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
 
 

@@ -6,10 +6,12 @@ from typing import Any
 
 import gmpy2
 import pytest
+from pydantic import BaseModel
 
+from factq import json_numbers
 from factq.errors import FactqError, InvalidInput, UnknownTask
 from factq.settings import Settings
-from factq.tasks import TaskRegistry
+from factq.tasks import ResultFormat, Task, TaskOutput, TaskRegistry
 from factq.tasks.factorial import factorial
 
 
@@ -95,3 +97,29 @@ def test_result_formats(registry: TaskRegistry) -> None:
     assert task.result_format(None) == task.default_format
     assert task.result_format("hex") is not None
     assert task.result_format("octal") is None
+
+
+class Unbounded(BaseModel):
+    x: int
+
+
+def _identity(x: int) -> TaskOutput:
+    return TaskOutput(summary={"x": x}, formats={"decimal": str(x).encode()})
+
+
+def test_an_integer_too_long_to_read_is_refused_even_without_a_bound() -> None:
+    task = Task(
+        name="identity",
+        description="x",
+        function=_identity,
+        input_model=Unbounded,
+        formats=(ResultFormat("decimal"),),
+    )
+    with pytest.raises(InvalidInput) as refused:
+        task.validate_input(json_numbers.loads('{"x": ' + "7" * 5000 + "}"))
+    assert refused.value.details == [
+        {
+            "loc": "input.x",
+            "message": "an integer of 5,000 digits is more than the 4,300 digits read",
+        }
+    ]

@@ -7,10 +7,11 @@ FactqError
 ├── InvalidInput                a request or task input is not acceptable
 ├── InvalidRequest              a query parameter is not acceptable
 ├── UnknownTask                 no task of that name is registered
-    ├── InvalidWebhook              a webhook URL that may not be used
-    ├── PayloadTooLarge             a request body over the limit
-    ├── IdempotencyConflict         an Idempotency-Key reused with another request
-    ├── RateLimited                 too many submissions, or jobs in flight, for now
+├── InvalidWebhook              a webhook URL that may not be used
+├── PayloadTooLarge             a request body over the limit
+├── UnsupportedMediaType        a request body that is not sent as JSON
+├── IdempotencyConflict         an Idempotency-Key reused with another request
+├── RateLimited                 too many submissions, or jobs in flight, for now
 ├── JobNotFound                 unknown job, or another owner's job
 ├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
 └── JobStateConflict            the job's status does not allow the operation
@@ -77,6 +78,10 @@ class IdempotencyConflict(FactqError):
 
 class PayloadTooLarge(FactqError):
     type = "payload_too_large"
+
+
+class UnsupportedMediaType(FactqError):
+    type = "unsupported_media_type"
 
 
 class InvalidRequest(FactqError):

@@ -30,13 +30,14 @@ from factq.api.deps import (
     checked_job_id,
     require_worker,
 )
+from factq.api.json_body import JSONBodyRoute
 from factq.api.submission import JobRequest, admit, enqueue, validate_request
 from factq.errors import AlreadyFinished, InvalidInput, InvalidRequest, JobNotFound
 from factq.models import Job, JobError, JobStatus
 from factq.store import Store, Transition
 from factq.tasks.factorial import PREVIEW_DIGITS
 
-router = APIRouter(tags=["compatibility"])
+router = APIRouter(tags=["compatibility"], route_class=JSONBodyRoute)
 
 CompatStatus = Literal["processing", "done", "failed", "cancelled"]
 

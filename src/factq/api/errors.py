@@ -29,6 +29,7 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.UnknownTask: 422,
     errors.InvalidWebhook: 422,
     errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.RateLimited: 429,
     errors.IdempotencyConflict: 409,
     errors.BackendUnavailable: 503,

@@ -22,6 +22,7 @@ from factq.api.deps import (
     StoreDep,
     checked_job_id,
 )
+from factq.api.json_body import JSONBodyRoute
 from factq.api.submission import (
     BatchRequest,
     JobRequest,
@@ -44,7 +45,7 @@ from factq.errors import (
 from factq.events import follow
 from factq.models import Job, JobStatus
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JSONBodyRoute)
 
 MAX_WAIT_S = 60.0
 DIGITS = re.compile(r"[0-9]+")

@@ -34,6 +34,7 @@ EVERY_ROUTE = {"503": "Redis or RabbitMQ is down (unavailable); see Retry-After.
 WITH_PARAMETERS = {"400": "A query parameter or header is not acceptable (invalid_request)."}
 WITH_BODY = {
     "413": "The body is over FACTQ_MAX_BODY_BYTES (payload_too_large).",
+    "415": "The body is not sent as application/json (unsupported_media_type).",
     "422": "The body or the task's input is not acceptable (invalid_input, unknown_task).",
 }
 NEEDS_KEY = {"401": "API keys are on and the key is missing or not valid (unauthorized)."}

@@ -10,13 +10,16 @@ them; list such modules in `FACTQ_TASK_MODULES`. The built-in
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from factq.errors import FactqError, InvalidInput, UnknownTask
+from factq.json_numbers import LongInteger
 from factq.settings import Settings
 
 BUILTIN_MODULES = ("factq.tasks.factorial",)
@@ -75,14 +78,15 @@ class Task:
         try:
             model = self.input_model.model_validate(raw, strict=True)
         except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            messages = _messages(self.input_model, errors)
+            where = ".".join(map(str, errors[0]["loc"]))
+            first = f"{where}: {messages[0]}" if where else messages[0]
             raise InvalidInput(
-                f"invalid input for task {self.name!r}: {_first_message(exc)}",
+                f"invalid input for task {self.name!r}: {first}",
                 details=[
-                    {
-                        "loc": ".".join(["input", *map(str, error["loc"])]),
-                        "message": error["msg"],
-                    }
-                    for error in exc.errors(include_url=False)
+                    {"loc": ".".join(["input", *map(str, error["loc"])]), "message": message}
+                    for error, message in zip(errors, messages, strict=True)
                 ],
             ) from None
         return model.model_dump(mode="json")
@@ -133,7 +137,22 @@ class TaskRegistry(Mapping[str, Task]):
         return len(self._tasks)
 
 
-def _first_message(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    where = ".".join(map(str, error["loc"]))
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+def _messages(model: type[BaseModel], errors: Sequence[ErrorDetails]) -> list[str]:
+    """Pydantic's message for each error; for an integer too long to read, one
+    that says so and names the field's limit."""
+    properties = model.model_json_schema().get("properties", {})
+    messages = []
+    for error in errors:
+        value = error.get("input")
+        if not isinstance(value, LongInteger):
+            messages.append(str(error["msg"]))
+            continue
+        schema = properties.get(error["loc"][0], {}) if len(error["loc"]) == 1 else {}
+        bound = "minimum" if value.negative else "maximum"
+        if bound in schema:
+            relation = "at least" if value.negative else "at most"
+            messages.append(f"{value.describe()} is out of range: {relation} {schema[bound]}")
+        else:
+            limit = sys.get_int_max_str_digits()
+            messages.append(f"{value.describe()} is more than the {limit:,} digits read")
+    return messages
