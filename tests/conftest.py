@@ -16,7 +16,7 @@ import uvicorn
 
 from factq.api import create_app
 from factq.broker import Broker
-from factq.cli import server_config
+from factq.serve import server_config
 from factq.settings import Settings
 from factq.store import Store
 from factq.worker import Worker

@@ -1,36 +1,35 @@
-"""`factq api | worker | dev` (and the job commands, from cli_jobs): parse flags, run one thing."""
+"""`factq api | worker | dev | submit | status | watch | cancel`: parse flags, run one thing.
+
+The server commands run in `factq.serve`, the job commands in `factq.cli_jobs`;
+each is imported only when one of its commands runs, so that `--help` and the
+job commands start without loading the server stack.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
-import uvicorn
-from pydantic import ValidationError
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8000
 
-from factq import cli_jobs
-from factq.broker import Broker
-from factq.errors import FactqError
-from factq.logs import configure_logging, redact_server_logs
-from factq.settings import Settings
-from factq.store import Store
+JOB_COMMANDS: Final = frozenset({"submit", "status", "watch", "cancel"})
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
+JOB_EPILOG: Final = """\
+environment:
+  FACTQ_URL       the service's base URL (default http://127.0.0.1:8000); --url overrides it
+  FACTQ_API_KEY   the API key, sent as a bearer token; --api-key overrides it
 
-logger = logging.getLogger("factq")
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-WS_PING_INTERVAL_S = 20.0
-WS_MAX_MESSAGE_BYTES = 64 * 1024
+exit codes:
+  0  success: the job succeeded, or the action was done
+  1  the job failed or was cancelled
+  2  usage error: bad arguments, or an input the service refuses
+  3  no such job
+  4  the service is unavailable, or cannot be reached
+  5  any other error from the API
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_server_flags(dev)
     _add_worker_flags(dev)
-    cli_jobs.add_job_commands(commands)
+    _add_job_commands(commands)
     return parser
 
 
@@ -74,10 +73,75 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The job commands, clients of a running service (run by `factq.cli_jobs`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help="the service's base URL (default: FACTQ_URL, else http://127.0.0.1:8000)"
+    )
+    common.add_argument("--api-key", help="the API key (default: FACTQ_API_KEY)")
+
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description,
+            epilog=JOB_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    submit = add(
+        "submit",
+        "submit a factorial job",
+        "Submit factorial(N) and print the job's id. With --wait, follow the job with a\n"
+        "progress bar on stderr, then print its value, or write it to --output.",
+    )
+    submit.add_argument("n", type=int, metavar="N", help="compute N!")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and get its value")
+    submit.add_argument(
+        "-o", "--output", metavar="FILE", help="write the value to FILE, streamed (implies --wait)"
+    )
+    submit.add_argument(
+        "--hex", action="store_true", help="the value in hexadecimal digits (implies --wait)"
+    )
+
+    status = add("status", "show a job", "Show a job's state, or its JSON with --json.")
+    status.add_argument("job_id", metavar="ID")
+    status.add_argument("--json", action="store_true", help="the job's JSON, as the API gives it")
+
+    watch = add(
+        "watch",
+        "print a job's events until it ends",
+        "Print each event of a job as it comes, until the job ends.",
+    )
+    watch.add_argument("job_id", metavar="ID")
+    watch.add_argument("--json", action="store_true", help="each event's JSON, one per line")
+
+    cancel = add("cancel", "cancel a job", "Cancel a queued or running job.")
+    cancel.add_argument("job_id", metavar="ID")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in cli_jobs.JOB_COMMANDS:
+    if args.command in JOB_COMMANDS:
+        from factq import cli_jobs
+
         return cli_jobs.run(args)
+    return _run_server(args)
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    """`api`, `worker` or `dev`: build the settings, configure logging, run until stopped."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from factq import serve
+    from factq.errors import FactqError
+    from factq.logs import configure_logging
+    from factq.settings import Settings
+
     overrides: dict[str, Any] = {}
     if getattr(args, "concurrency", None) is not None:
         overrides["concurrency"] = args.concurrency
@@ -88,96 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "dev":
-        return run_dev(args.host, args.port, settings.concurrency)
+        return serve.run_dev(args.host, args.port, settings.concurrency)
     try:
         if args.command == "api":
-            return run_api(settings, args.host, args.port)
-        return asyncio.run(run_worker(settings))
+            return serve.run_api(settings, args.host, args.port)
+        return serve.run_worker(settings)
     except FactqError as exc:
-        logger.error("cannot start: %s", exc.message)
+        logging.getLogger("factq").error("cannot start: %s", exc.message)
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def run_api(settings: Settings, host: str, port: int) -> int:
-    """Serve the API until SIGINT or SIGTERM; uvicorn drains open requests."""
-    from factq.api import create_app
-
-    asyncio.run(_preflight(settings))
-    server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
-    redact_server_logs()
-    server.run()
-    return 0 if server.started else 3
-
-
-def server_config(
-    app: FastAPI, settings: Settings, host: str, port: int, *, log_level: str | None = None
-) -> uvicorn.Config:
-    """How uvicorn serves the API: the WebSocket limits are part of the contract."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level or settings.log_level,
-        lifespan="on",
-        proxy_headers=True,
-        # Protocol pings find dead peers (a client that stops answering is
-        # closed) and keep idle connections open through proxies; client
-        # messages over 64 KB close with 1009.
-        ws_ping_interval=WS_PING_INTERVAL_S,
-        ws_ping_timeout=WS_PING_INTERVAL_S,
-        ws_max_size=WS_MAX_MESSAGE_BYTES,
-    )
-
-
-async def _preflight(settings: Settings) -> None:
-    """Fail with one clear line, not a traceback, when a backing service is missing."""
-    async with Store.open(settings) as store, Broker.open(settings, name="factq-preflight"):
-        await store.ping()
-
-
-async def run_worker(settings: Settings) -> int:
-    """Consume until SIGINT or SIGTERM, then finish held jobs within the grace period."""
-    from factq.worker import Worker
-
-    async with Worker(settings) as worker:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-    return 0
-
-
-def run_dev(host: str, port: int, concurrency: int) -> int:
-    """The API and a worker as child processes; the first to exit stops the other."""
-    python = [sys.executable, "-m", "factq"]
-    children = [
-        subprocess.Popen([*python, "worker", "--concurrency", str(concurrency)]),
-        subprocess.Popen([*python, "api", "--host", host, "--port", str(port)]),
-    ]
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    print(
-        f"factq dev: API on http://{host}:{port} (docs at /docs), worker with "
-        f"{concurrency} processes; Ctrl-C stops both",
-        file=sys.stderr,
-        flush=True,
-    )
-    while not stopping and all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    codes = [child.wait() for child in children]
-    failed = [code for code in codes if code not in (0, -signal.SIGTERM)]
-    return 0 if stopping or not failed else failed[0]
 
 
 if __name__ == "__main__":

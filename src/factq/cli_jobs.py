@@ -1,4 +1,7 @@
-"""`factq submit | status | watch | cancel`: the job commands, as clients of a running service."""
+"""`factq submit | status | watch | cancel`: the job commands, as clients of a running service.
+
+`factq.cli` parses their flags (and documents the exit codes below in their help).
+"""
 
 from __future__ import annotations
 
@@ -43,80 +46,11 @@ EXIT_UNAVAILABLE: Final = 4
 EXIT_API_ERROR: Final = 5
 EXIT_INTERRUPTED: Final = 130
 
-JOB_COMMANDS: Final = frozenset({"submit", "status", "watch", "cancel"})
-
-EPILOG: Final = """\
-environment:
-  FACTQ_URL       the service's base URL (default http://127.0.0.1:8000); --url overrides it
-  FACTQ_API_KEY   the API key, sent as a bearer token; --api-key overrides it
-
-exit codes:
-  0  success: the job succeeded, or the action was done
-  1  the job failed or was cancelled
-  2  usage error: bad arguments, or an input the service refuses
-  3  no such job
-  4  the service is unavailable, or cannot be reached
-  5  any other error from the API
-"""
-
 Handler = Callable[[Client, argparse.Namespace, Console], int]
 
 
-def add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the job commands to the `factq` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help="the service's base URL (default: FACTQ_URL, else http://127.0.0.1:8000)"
-    )
-    common.add_argument("--api-key", help="the API key (default: FACTQ_API_KEY)")
-
-    def add(name: str, handler: Handler, summary: str, description: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(
-            name,
-            parents=[common],
-            help=summary,
-            description=description,
-            epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        parser.set_defaults(job_command=handler)
-        return parser
-
-    submit = add(
-        "submit",
-        _submit,
-        "submit a factorial job",
-        "Submit factorial(N) and print the job's id. With --wait, follow the job with a\n"
-        "progress bar on stderr, then print its value, or write it to --output.",
-    )
-    submit.add_argument("n", type=int, metavar="N", help="compute N!")
-    submit.add_argument("--wait", action="store_true", help="wait for the job and get its value")
-    submit.add_argument(
-        "-o", "--output", metavar="FILE", help="write the value to FILE, streamed (implies --wait)"
-    )
-    submit.add_argument(
-        "--hex", action="store_true", help="the value in hexadecimal digits (implies --wait)"
-    )
-
-    status = add("status", _status, "show a job", "Show a job's state, or its JSON with --json.")
-    status.add_argument("job_id", metavar="ID")
-    status.add_argument("--json", action="store_true", help="the job's JSON, as the API gives it")
-
-    watch = add(
-        "watch",
-        _watch,
-        "print a job's events until it ends",
-        "Print each event of a job as it comes, until the job ends.",
-    )
-    watch.add_argument("job_id", metavar="ID")
-    watch.add_argument("--json", action="store_true", help="each event's JSON, one per line")
-
-    cancel = add("cancel", _cancel, "cancel a job", "Cancel a queued or running job.")
-    cancel.add_argument("job_id", metavar="ID")
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run one job command; the exit code says how it went (see EPILOG)."""
+    """Run one job command; the exit code says how it went (see `factq.cli.JOB_EPILOG`)."""
     console = Console(stderr=True, highlight=False)
     if getattr(args, "job_id", None) == "":
         return _fail("a job id must not be empty", EXIT_USAGE)
@@ -124,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         client = Client(args.url, args.api_key)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    handler: Handler = args.job_command
+    handler = HANDLERS[args.command]
     try:
         with client:
             return handler(client, args, console)
@@ -307,3 +241,11 @@ def _cancel(client: Client, args: argparse.Namespace, console: Console) -> int:
     else:
         print(f"job {job.id} is {job.status}: cancel requested, it stops within a second")
     return EXIT_OK
+
+
+HANDLERS: Final[dict[str, Handler]] = {
+    "submit": _submit,
+    "status": _status,
+    "watch": _watch,
+    "cancel": _cancel,
+}
