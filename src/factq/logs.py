@@ -1,11 +1,16 @@
-"""Logging for the factq processes: no secret ever reaches a log line."""
+"""Logging for the factq processes: one line format for all, and no secret in any line."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Final
 
 from factq.settings import LogLevel
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# uvicorn logs its server lines on uvicorn.error and one line per request on uvicorn.access.
+SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 # `?token=<key>` on WebSocket URLs, which uvicorn logs with the path.
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
@@ -26,13 +31,24 @@ class RedactSecrets(logging.Filter):
 
 
 def configure_logging(level: LogLevel) -> None:
-    """One format for factq's own lines."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """One format for every line of the process: factq's, uvicorn's, the libraries' and warnings."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactSecrets())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.captureWarnings(True)
+    route_server_logs()
 
 
-def redact_server_logs() -> None:
-    """Mask keys in uvicorn's connection lines (call after uvicorn set up its logging)."""
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(RedactSecrets())
+def route_server_logs() -> None:
+    """Send uvicorn's lines, access lines included, on to the root logger's handlers, keys masked.
+
+    For a server run with `log_config=None`, so that uvicorn adds no handler of its own.
+    """
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = True
+        # A logger's filter applies before any handler sees the record, wherever the
+        # handler sits; once is enough, however many servers a process configures.
+        if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
+            logger.addFilter(RedactSecrets())

@@ -7,6 +7,7 @@ which the job commands, as clients, never need.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from factq.broker import Broker
-from factq.logs import redact_server_logs
+from factq.logs import route_server_logs
 from factq.settings import Settings
 from factq.store import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+logger = logging.getLogger("factq")
 
 WS_PING_INTERVAL_S = 20.0
 WS_MAX_MESSAGE_BYTES = 64 * 1024
@@ -33,7 +36,6 @@ def run_api(settings: Settings, host: str, port: int) -> int:
 
     asyncio.run(_preflight(settings))
     server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
-    redact_server_logs()
     server.run()
     return 0 if server.started else 3
 
@@ -42,10 +44,14 @@ def server_config(
     app: FastAPI, settings: Settings, host: str, port: int, *, log_level: str | None = None
 ) -> uvicorn.Config:
     """How uvicorn serves the API: the WebSocket limits are part of the contract."""
+    # No log_config: uvicorn then leaves logging alone, and its lines, access
+    # lines included, go to factq's handler in factq's format, keys masked.
+    route_server_logs()
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        log_config=None,
         log_level=log_level or settings.log_level,
         lifespan="on",
         proxy_headers=True,
@@ -95,11 +101,11 @@ def run_dev(host: str, port: int, concurrency: int) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(
-        f"factq dev: API on http://{host}:{port} (docs at /docs), worker with "
-        f"{concurrency} processes; Ctrl-C stops both",
-        file=sys.stderr,
-        flush=True,
+    logger.info(
+        "dev: API on http://%s:%d (docs at /docs), worker with %d processes; Ctrl-C stops both",
+        host,
+        port,
+        concurrency,
     )
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.2)
