@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from factq.broker import RECONNECT_INTERVAL_S, Broker, JobMessage
 from factq.errors import BackendUnavailable, BrokerConfigError, QueueFull
@@ -92,13 +93,18 @@ async def test_the_delivery_limit_dead_letters_after_max_attempts(settings_facto
                 deliveries += 1
                 await got.reject(requeue=True)
             dead = await channel.declare_queue(broker.names.dead_letter_queue, passive=True)
-            for _ in range(50):
+            letters: list[AbstractIncomingMessage] = []
+
+            async def is_dead_lettered() -> bool:
                 letter = await dead.get(timeout=5, fail=False)
                 if letter is not None:
-                    break
-                await asyncio.sleep(0.1)
+                    letters.append(letter)
+                return bool(letters)
+
+            # Dead-lettering is asynchronous: the letter arrives a little later.
+            await until_true(is_dead_lettered)
     assert deliveries == 3
-    assert letter is not None and letter.message_id == "c" * 32
+    assert [letter.message_id for letter in letters] == ["c" * 32]
 
 
 @dataclass

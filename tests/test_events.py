@@ -13,6 +13,7 @@ from factq.events import EventHub, SlowSubscriber, Subscription, follow
 from factq.models import JobError, JobEvent, JobStatus
 from factq.settings import Settings
 from factq.store import NewJob, Store
+from tests.support.waiting import in_background, until
 
 
 @pytest.fixture
@@ -75,11 +76,12 @@ async def test_follow_fills_a_gap_left_by_a_lost_pubsub_message(
         async for event in follow(store, hub, job_id, ""):
             seen.append(event)
 
-    following = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)
-    await store.mark_running(job_id)
-    await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
-    await asyncio.wait_for(following, 10)
+    async with in_background(consume()) as following:
+        # Subscribed, and the job read as it was: the changes come after.
+        await until(lambda: seen)
+        await store.mark_running(job_id)
+        await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
+        await asyncio.wait_for(following, 10)
     assert dropped
     assert [(e.seq, e.job.status) for e in seen] == [
         (1, JobStatus.QUEUED),
@@ -95,13 +97,16 @@ async def test_follow_finds_a_lost_final_event_after_a_quiet_spell(
     monkeypatch.setattr(hub, "_route", lambda data: None)  # every live event lost
     job_id = await new_job(store)
     await store.mark_running(job_id)
-    following = asyncio.create_task(_collect(follow(store, hub, job_id, "", after=0)))
-    await asyncio.sleep(0.1)
-    await store.mark_failed(job_id, JobError(type="task_error", message="boom"))
-    seen = await asyncio.wait_for(following, 10)
+    seen: list[JobEvent] = []
+    async with in_background(_collect(follow(store, hub, job_id, "", after=0), seen)) as following:
+        # Both logged events sent: the follower waits on live events, which are lost.
+        await until(lambda: len(seen) == 2)
+        await store.mark_failed(job_id, JobError(type="task_error", message="boom"))
+        await asyncio.wait_for(following, 10)
     assert [e.seq for e in seen] == [1, 2, 3]
     assert seen[-1].job.status is JobStatus.FAILED
 
 
-async def _collect(stream: AsyncIterator[JobEvent]) -> list[JobEvent]:
-    return [event async for event in stream]
+async def _collect(stream: AsyncIterator[JobEvent], into: list[JobEvent]) -> None:
+    async for event in stream:
+        into.append(event)

@@ -14,11 +14,13 @@ import websockets
 
 from factq.api import events as api_events
 from factq.api.submission import new_job_id
-from factq.models import JobError
+from factq.events import Subscription
+from factq.models import JobError, JobEvent
 from factq.settings import Settings
 from factq.store import NewJob, Store
 from factq.worker.progress import ProgressReporter
 from tests.conftest import live_server
+from tests.support.waiting import in_background, until, wait_for_job
 
 Event = dict[str, Any]
 
@@ -68,10 +70,7 @@ async def test_after_0_replays_every_change_of_a_large_job_in_order(live: str) -
 async def test_without_after_the_first_event_is_the_current_state(live: str) -> None:
     job_id = await submit(live, "factorial", n=10)
     async with httpx.AsyncClient(base_url=f"http://{live}") as http:
-        for _ in range(200):
-            if (await http.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded":
-                break
-            await asyncio.sleep(0.02)
+        assert (await wait_for_job(http, job_id))["status"] == "succeeded"
     # A client that connects after the job finished gets the final state and the close.
     events, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events")
     assert statuses(events) == ["succeeded"]
@@ -92,14 +91,48 @@ class Gate:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
+        self.read = asyncio.Event()
         original = getattr(Store, method)
 
         async def held(store: Store, *args: Any, **kwargs: Any) -> Any:
             self.reached.set()
             await self.release.wait()
-            return await original(store, *args, **kwargs)
+            result = await original(store, *args, **kwargs)
+            self.read.set()
+            return result
 
         monkeypatch.setattr(Store, method, held)
+
+
+class Followers:
+    """The job's followers that start in this process from now on: the seqs
+    their subscriptions are handed live, and whether one has read the job and
+    waits on live events."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, job_id: str) -> None:
+        self.subscriptions: list[Subscription] = []
+        self.seqs: list[int] = []
+        self.is_waiting = asyncio.Event()
+        start, deliver, wait = Subscription.__init__, Subscription.deliver, Subscription.next
+
+        def started(subscription: Subscription, followed: str, *args: Any, **kwargs: Any) -> None:
+            start(subscription, followed, *args, **kwargs)
+            if followed == job_id:
+                self.subscriptions.append(subscription)
+
+        def delivered(subscription: Subscription, item: Any) -> None:
+            deliver(subscription, item)
+            if subscription in self.subscriptions and isinstance(item, JobEvent):
+                self.seqs.append(item.seq)
+
+        async def waiting(subscription: Subscription, timeout_s: float) -> Any:
+            if subscription in self.subscriptions:
+                self.is_waiting.set()
+            return await wait(subscription, timeout_s)
+
+        monkeypatch.setattr(Subscription, "__init__", started)
+        monkeypatch.setattr(Subscription, "deliver", delivered)
+        monkeypatch.setattr(Subscription, "next", waiting)
 
 
 @pytest.fixture
@@ -122,15 +155,18 @@ async def test_a_change_between_subscribe_and_first_read_is_neither_lost_nor_rep
 ) -> None:
     job_id = await queued_job(store)
     gate = Gate(monkeypatch, method)
-    listening = asyncio.create_task(collect(f"ws://{server}/v1/jobs/{job_id}/events{query}"))
-    await asyncio.wait_for(gate.reached.wait(), 10)
-    # Subscribed, not yet read: this change is published into the subscription.
-    await store.mark_running(job_id)
-    await asyncio.sleep(0.1)
-    gate.release.set()
-    await asyncio.sleep(0.1)
-    await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
-    events, code = await listening
+    followers = Followers(monkeypatch, job_id)
+    url = f"ws://{server}/v1/jobs/{job_id}/events{query}"
+    async with in_background(collect(url)) as listening:
+        await asyncio.wait_for(gate.reached.wait(), 10)
+        # Subscribed, not yet read: this change is published into the subscription.
+        await store.mark_running(job_id)
+        await until(lambda: followers.seqs == [2])
+        gate.release.set()
+        # The read sees the change the subscription holds too; the end comes after.
+        await asyncio.wait_for(gate.read.wait(), 10)
+        await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
+        events, code = await listening
     expected = [2, 3] if query == "" else [1, 2, 3]
     assert seqs(events) == expected
     assert statuses(events)[-2:] == ["running", "succeeded"]
@@ -138,7 +174,7 @@ async def test_a_change_between_subscribe_and_first_read_is_neither_lost_nor_rep
 
 
 async def test_a_dropped_connection_resumes_with_after_without_gap_or_repeat(
-    server: str, store: Store, settings: Settings
+    server: str, store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = await queued_job(store)
     first, _ = await collect(f"ws://{server}/v1/jobs/{job_id}/events?after=0", limit=1)
@@ -153,11 +189,13 @@ async def test_a_dropped_connection_resumes_with_after_without_gap_or_repeat(
     )
     resumed_at = seqs(second)[-1]
     url = f"ws://{server}/v1/jobs/{job_id}/events?after={resumed_at}"
-    third = asyncio.create_task(collect(url))
-    await asyncio.sleep(0.2)
-    progress(0.75)
-    await store.mark_failed(job_id, JobError(type="task_error", message="bad input"))
-    rest, code = await third
+    followers = Followers(monkeypatch, job_id)
+    async with in_background(collect(url)) as third:
+        # Caught up, and waiting on live events: the last changes come live.
+        await asyncio.wait_for(followers.is_waiting.wait(), 10)
+        progress(0.75)
+        await store.mark_failed(job_id, JobError(type="task_error", message="bad input"))
+        rest, code = await third
     everything = first + second + rest
     assert seqs(everything) == list(range(1, 7))
     assert statuses(everything) == ["queued", "running", "running", "running", "running", "failed"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from factq.settings import Settings
 from tests.conftest import api_client, running_worker
 from tests.support.tasks import executions
-from tests.support.waiting import wait_for_job
+from tests.support.waiting import until_past_deadline, wait_for_job
 
 
 async def test_a_job_queued_past_its_deadline_expires_unrun(
@@ -23,7 +21,8 @@ async def test_a_job_queued_past_its_deadline_expires_unrun(
     }
     late_id = (await client.post("/v1/jobs", json=late)).json()["id"]
     on_time_id = (await client.post("/v1/jobs", json=on_time)).json()["id"]
-    await asyncio.sleep(0.5)  # no worker yet: both wait in the queue
+    # No worker yet: both wait in the queue until the first one's deadline has passed.
+    await until_past_deadline(settings, late_id)
     async with running_worker(settings):
         expired = await wait_for_job(client, late_id)
         ran = await wait_for_job(client, on_time_id)
@@ -39,7 +38,7 @@ async def test_the_default_deadline_is_a_setting(settings_factory, execution_log
     async with api_client(settings) as client:
         body = {"task": "record", "input": {"tag": "x", "log": execution_log}}
         job_id = (await client.post("/v1/jobs", json=body)).json()["id"]
-        await asyncio.sleep(0.5)
+        await until_past_deadline(settings, job_id)
         async with running_worker(settings):
             job = await wait_for_job(client, job_id)
     assert job["error"]["type"] == "expired"

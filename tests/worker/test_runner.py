@@ -13,7 +13,7 @@ import pytest
 from factq.broker import Broker, JobMessage
 from factq.settings import Settings
 from factq.worker import Worker
-from tests.conftest import api_client, served
+from tests.conftest import api_client, running_worker, served
 from tests.support.backends import queue_depth
 from tests.support.tasks import executions
 from tests.support.waiting import until, wait_for_job, wait_for_jobs
@@ -83,27 +83,47 @@ async def test_a_job_past_its_time_limit_fails_with_timeout(
     assert after["status"] == "succeeded"
 
 
-async def test_a_message_without_a_job_is_dropped(
-    worker: Worker, broker: Broker, settings: Settings
-) -> None:
-    await broker.publish_jobs([JobMessage(job_id="e" * 32, task="factorial", input={"n": 5})])
-    # Taken, found without a job, and acknowledged: nothing left, nothing held.
-    await asyncio.sleep(0.5)
-    assert await queue_depth(settings) == 0
-    assert (await broker.queue_stats()).consumers == 1
+async def test_a_message_without_a_job_is_dropped(settings_factory, execution_log: str) -> None:
+    # One pool process, so prefetch 1: RabbitMQ hands the worker the marker job
+    # only once the message before it is settled.
+    settings = settings_factory(concurrency=1)
+    async with api_client(settings) as client, Broker.open(settings, name="factq-test") as broker:
+        async with running_worker(settings):
+            orphan = JobMessage(
+                job_id="e" * 32, task="record", input={"tag": "orphan", "log": execution_log}
+            )
+            await broker.publish_jobs([orphan])
+            marker = await wait_for_job(
+                client, await submit(client, "record", tag="marker", log=execution_log)
+            )
+            assert (await broker.queue_stats()).consumers == 1
+        # Taken, found without a job, and acknowledged: the worker's connection
+        # is closed, and a message it still held would be back in the queue.
+        assert await queue_depth(settings) == 0
+    assert marker["status"] == "succeeded"
+    assert [tag for tag, _ in executions(execution_log)] == ["marker"]
 
 
 async def test_a_redelivered_finished_job_is_not_run_again(
-    worker: Worker, client: httpx.AsyncClient, broker: Broker, execution_log: str
+    settings_factory, execution_log: str
 ) -> None:
-    job_id = await submit(client, "record", tag="once", log=execution_log)
-    job = await wait_for_job(client, job_id)
-    # The same message again, as after a worker died between store and ack.
-    message = JobMessage(job_id=job_id, task="record", input=job["input"])
-    await broker.publish_jobs([message])
-    await asyncio.sleep(0.5)
-    assert executions(execution_log) == [("once", executions(execution_log)[0][1])]
-    assert (await client.get(f"/v1/jobs/{job_id}")).json() == job
+    # One pool process, so prefetch 1: RabbitMQ hands the worker the marker job
+    # only once the redelivered copy before it is settled.
+    settings = settings_factory(concurrency=1)
+    async with api_client(settings) as client, Broker.open(settings, name="factq-test") as broker:
+        async with running_worker(settings):
+            job_id = await submit(client, "record", tag="once", log=execution_log)
+            job = await wait_for_job(client, job_id)
+            # The same message again, as after a worker died between store and ack.
+            message = JobMessage(job_id=job_id, task="record", input=job["input"])
+            await broker.publish_jobs([message])
+            marker = await wait_for_job(
+                client, await submit(client, "record", tag="marker", log=execution_log)
+            )
+        assert await queue_depth(settings) == 0
+        assert (await client.get(f"/v1/jobs/{job_id}")).json() == job
+    assert marker["status"] == "succeeded"
+    assert [tag for tag, _ in executions(execution_log)] == ["once", "marker"]
 
 
 @pytest.mark.parametrize("max_attempts", [2, 3])

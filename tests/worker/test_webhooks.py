@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis.asyncio as redis
 import uvicorn
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -21,7 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from factq.names import Names
 from factq.settings import Settings
+from factq.webhook_queue import GROUP
 from factq.webhooks import Address
 from tests.conftest import api_client, running_worker
 from tests.support.service import free_port
@@ -98,6 +101,17 @@ async def logged(client: httpx.AsyncClient, job_id: str, *, attempts: int) -> di
     return job
 
 
+async def webhooks_backlog(settings: Settings) -> tuple[int, int]:
+    """Deliveries in the namespace's webhooks stream, and those read but unfinished."""
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        stream = Names(settings.namespace).webhooks
+        pending = await client.xpending(stream, GROUP)
+        return await client.xlen(stream), pending["pending"]
+    finally:
+        await client.aclose()
+
+
 async def test_the_completion_event_arrives_once_signed(
     hook_settings: Settings, receiver: Receiver
 ) -> None:
@@ -107,7 +121,9 @@ async def test_the_completion_event_arrives_once_signed(
         job_id = response.json()["id"]
         await wait_for_job(client, job_id)
         job = await logged(client, job_id, attempts=1)
-        await asyncio.sleep(0.3)  # room for a duplicate, were there one
+    # The worker has stopped, its deliveries in hand finished: a duplicate
+    # would have reached the receiver by now, or still wait in the stream.
+    assert await webhooks_backlog(hook_settings) == (0, 0)
     [delivery] = receiver.verified()
     assert delivery["type"] == "job.completed"
     assert delivery["data"]["id"] == job_id
