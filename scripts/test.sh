@@ -3,17 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
+started=$SECONDS
+stage() { echo "== $1 (at $((SECONDS - started)) s)"; }
 
-echo "== ruff"
+stage "ruff"
 $bin/ruff check src tests bench
 $bin/ruff format --check src tests bench
-echo "== mypy"
+stage "mypy"
 $bin/mypy
-echo "== compose file"
+stage "compose file"
 # Against the Compose Specification's schema shipped with check-jsonschema:
 # offline, and no system package needed.
 $bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-echo "== browser"
+stage "browser"
 # The browser tests drive Debian's chromium (never a downloaded browser).
 if ! command -v chromium >/dev/null && [[ $(id -u) == 0 && -f /etc/debian_version ]]; then
   echo "installing Debian's chromium with apt-get, for the browser tests"
@@ -28,5 +30,7 @@ elif [[ "${CI:-}" == true ]]; then
 else
   echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
 fi
-echo "== pytest"
-$bin/pytest "$@"
+stage "pytest"
+# The slowest tests, so that the suite's time stays visible.
+$bin/pytest --durations=15 "$@"
+echo "== done in $((SECONDS - started)) s"
