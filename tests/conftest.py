@@ -12,9 +12,9 @@ from uuid import uuid4
 
 import httpx
 import pytest
-import uvicorn
 
 from factq.api import create_app
+from factq.api.server import Server
 from factq.broker import Broker
 from factq.serve import server_config
 from factq.settings import Settings
@@ -169,12 +169,13 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[str]:
-    """The API served by uvicorn in this event loop, for WebSockets and streams."""
+async def factq_server(settings: Settings) -> AsyncIterator[tuple[Server, str]]:
+    """The API served in this event loop as `factq api` serves it (its server,
+    protocol limits, WebSocket pings and size limit), and its host:port."""
     port = free_port()
-    # Served as `factq api` serves it (WebSocket pings and size limit included).
-    config = server_config(create_app(settings), settings, "127.0.0.1", port, log_level="warning")
-    server = uvicorn.Server(config)
+    app = create_app(settings)
+    config = server_config(app, settings, "127.0.0.1", port, log_level="warning")
+    server = Server(config, app.state.stopping)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(15):
@@ -182,10 +183,17 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.02)
-        yield f"127.0.0.1:{port}"
+        yield server, f"127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """host:port of the API served for real in this event loop, for WebSockets and streams."""
+    async with factq_server(settings) as (_, address):
+        yield address
 
 
 @pytest.fixture

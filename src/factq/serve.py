@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from factq.api.server import Server, protocol_for, raise_descriptor_limit
 from factq.broker import Broker
 from factq.logs import route_server_logs
 from factq.settings import Settings
@@ -35,7 +37,8 @@ def run_api(settings: Settings, host: str, port: int) -> int:
     from factq.api import create_app
 
     asyncio.run(_preflight(settings))
-    server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
+    app = create_app(settings)
+    server = Server(server_config(app, settings, host, port), app.state.stopping)
     server.run()
     return 0 if server.started else 3
 
@@ -47,6 +50,7 @@ def server_config(
     # No log_config: uvicorn then leaves logging alone, and its lines, access
     # lines included, go to factq's handler in factq's format, keys masked.
     route_server_logs()
+    descriptors = raise_descriptor_limit()
     return uvicorn.Config(
         app,
         host=host,
@@ -54,7 +58,13 @@ def server_config(
         log_config=None,
         log_level=log_level or settings.log_level,
         lifespan="on",
-        proxy_headers=True,
+        http=protocol_for(settings, descriptors),
+        # Proxy headers only from the proxies named: from anyone else, a client
+        # would choose its own address (and so its rate-limit bucket).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or [],
+        # Waits end as shutdown begins; anything still open past the grace is cancelled.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         # Protocol pings find dead peers (a client that stops answering is
         # closed) and keep idle connections open through proxies; client
         # messages over 64 KB close with 1009.

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     rate_limit: str = ""
     max_in_flight_per_key: int = Field(0, ge=0)
+    max_streams_per_caller: int = Field(100, ge=1)
+    # Connections of one API process: 0 derives it from the open-file limit.
+    max_connections: int = Field(0, ge=0)
+    header_timeout_s: float = Field(10.0, gt=0)
+    # Addresses whose X-Forwarded-For and X-Forwarded-Proto are believed
+    # (uvicorn's forwarded_allow_ips: comma-separated, or *); none by default.
+    forwarded_allow_ips: str = ""
 
     # Webhooks.
     webhook_secret: SecretStr = SecretStr("")

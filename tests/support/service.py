@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from factq.settings import Settings
 from tests.support import secrets_watch
@@ -70,15 +71,16 @@ class Service:
 
 
 def environment(settings: Settings) -> dict[str, str]:
+    """This process's environment, with the settings the test chose as FACTQ_*."""
     env = dict(os.environ)
-    env.update(
-        FACTQ_NAMESPACE=settings.namespace,
-        FACTQ_TASK_MODULES=settings.task_modules,
-        FACTQ_REDIS_URL=settings.redis_url.get_secret_value(),
-        FACTQ_AMQP_URL=settings.amqp_url.get_secret_value(),
-        FACTQ_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
-        PYTHONPATH=str(ROOT),
-    )
+    chosen = settings.model_fields_set | {"namespace", "task_modules", "redis_url", "amqp_url"}
+    for name in chosen:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None:
+            env[f"FACTQ_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(ROOT)
     return env
 
 

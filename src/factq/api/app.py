@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 from collections.abc import AsyncIterator
@@ -68,6 +69,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                         "hub": hub,
                         "converter": converter,
                         "limiter": limiter,
+                        "stopping": app.state.stopping,
                     }
                 finally:
                     await finish_confirmations(store, CONFIRM_SHUTDOWN_S)
@@ -81,6 +83,8 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         docs_url=None,
         redoc_url=None,
     )
+    # Set by factq's server (factq.serve.Server) the moment it is asked to stop.
+    app.state.stopping = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.allowed_origin_list:
         app.add_middleware(

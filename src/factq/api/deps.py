@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from concurrent.futures import Executor
 from typing import Annotated, TypedDict
@@ -31,6 +32,8 @@ class Resources(TypedDict):
     hub: EventHub
     converter: Executor
     limiter: SubmissionLimiter
+    # Set when the server is asked to stop: long waits answer at once.
+    stopping: asyncio.Event
 
 
 def get_settings(request: HTTPConnection) -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import re
 from typing import Annotated, Any
 
@@ -42,12 +41,15 @@ from factq.errors import (
     JobFailed,
     NotFinished,
 )
-from factq.events import follow
+from factq.events import EventHub, follow
 from factq.models import Job, JobStatus
+from factq.store import Store
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JSONBodyRoute)
 
 MAX_WAIT_S = 60.0
+# How long a wait lets its tasks end once it is over.
+CANCEL_GRACE_S = 1.0
 DIGITS = re.compile(r"[0-9]+")
 
 JobId = Annotated[str, Path(description="The job's id, as returned on submission.")]
@@ -145,11 +147,7 @@ async def submit_job(
     if wait_s is None:
         return job
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-    # The job is queued whatever happens now: a failed wait still answers 202.
-    with contextlib.suppress(TimeoutError, FactqError):
-        async with asyncio.timeout(wait_s):
-            async for event in follow(store, hub, job.id, owner):
-                job = event.job
+    job = await wait_until_final(request, store, hub, job, owner, wait_s)
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
     return job
@@ -266,7 +264,8 @@ async def delete_job(
 
 
 def preferred_wait_s(prefer: str | None) -> float | None:
-    """The seconds of a `Prefer: wait=S` header (RFC 7240), at most 60; None without one."""
+    """The seconds of a `Prefer: wait=S` header (RFC 7240), at most 60; None without
+    one, or when S is not a number above 0 (answered as if no wait was asked)."""
     if not prefer:
         return None
     for preference in prefer.split(","):
@@ -276,8 +275,43 @@ def preferred_wait_s(prefer: str | None) -> float | None:
                 seconds = float(value.strip().strip('"'))
             except ValueError:
                 return None
-            return None if math.isnan(seconds) else min(max(seconds, 0.0), MAX_WAIT_S)
+            return min(seconds, MAX_WAIT_S) if seconds > 0 else None  # NaN is not > 0
     return None
+
+
+async def wait_until_final(
+    request: Request, store: Store, hub: EventHub, job: Job, owner: str, wait_s: float
+) -> Job:
+    """The job once it has ended, or as it is when wait_s have passed, the client
+    has hung up, or the server is stopping. The job is queued whatever happens:
+    a wait that fails (Redis went away) ends it early too."""
+
+    async def follow_to_end() -> Job:
+        last = job
+        with contextlib.suppress(FactqError):
+            async for event in follow(store, hub, job.id, owner):
+                last = event.job
+        return last
+
+    follower = asyncio.create_task(follow_to_end())
+    others = [asyncio.create_task(_hung_up(request))]
+    others.append(asyncio.create_task(request.state.stopping.wait()))
+    try:
+        await asyncio.wait([follower, *others], timeout=wait_s, return_when="FIRST_COMPLETED")
+    finally:
+        for task in (follower, *others):
+            task.cancel()
+        # Bounded: a task that swallowed its cancellation must not hold the answer.
+        await asyncio.wait([follower, *others], timeout=CANCEL_GRACE_S)
+    if follower.done() and not follower.cancelled() and follower.exception() is None:
+        return follower.result()
+    return job
+
+
+async def _hung_up(request: Request) -> None:
+    """Return once the client has disconnected (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def require_succeeded(job: Job) -> None:
