@@ -62,8 +62,9 @@ def allowed_hosts(setting: str) -> frozenset[str]:
 
 
 async def check_destination(url: str, allowed: frozenset[str]) -> None:
-    """Refuse a URL that is not https, or that resolves to a private, loopback,
-    link-local or otherwise non-public address, unless its host is allowed.
+    """Refuse a URL that is not https, or that resolves to anything but a public
+    unicast address (private, loopback, link-local, multicast, broadcast,
+    reserved, documentation ranges), unless its host is allowed.
 
     Checked at submission, and again before each delivery (see
     `destination_addresses`), since a name may resolve elsewhere later.
@@ -103,11 +104,21 @@ async def _destination(
         )
     addresses = await _resolve(host, port)
     for address in addresses:
-        if not address.is_global:
+        if not is_public_unicast(address):
             raise InvalidWebhook(
-                f"webhook host {host} resolves to {address}, which is not a public address"
+                f"webhook host {host} resolves to {address}, which is not a public "
+                "unicast address"
             )
     return addresses
+
+
+def is_public_unicast(address: Address) -> bool:
+    """A destination a webhook may reach: globally routable and one host. Python's
+    `is_global` also says yes to multicast, and an IPv4-mapped IPv6 address is
+    judged by the IPv4 address it carries."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not (address.is_multicast or address.is_reserved)
 
 
 async def _resolve(host: str, port: int) -> list[Address]:

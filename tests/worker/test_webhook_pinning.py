@@ -195,7 +195,7 @@ async def test_a_name_that_resolves_to_loopback_is_refused_before_any_connection
     network: FakeNetwork,
 ) -> None:
     network.answers["inside.test"] = ["127.0.0.1"]
-    with pytest.raises(InvalidWebhook, match="not a public address"):
+    with pytest.raises(InvalidWebhook, match="not a public unicast address"):
         await post("https://inside.test/hook")
     assert network.connects == []
 
