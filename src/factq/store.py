@@ -349,10 +349,12 @@ class Store:
 
     @backend_errors
     async def delete_job(self, job_id: str, owner: str, result_formats: Sequence[str]) -> None:
-        """Forget a finished job and its results now."""
+        """Forget a finished job and its results now, and free its Idempotency-Key."""
+        record = await self._redis.hget(self.names.job(job_id), "idempotency_key")
+        results = [self.names.result(job_id, fmt) for fmt in result_formats]
         outcome = await self._scripts["delete"](
-            keys=[*self._job_keys(job_id), *(self.names.result(job_id, f) for f in result_formats)],
-            args=[owner],
+            keys=[*self._job_keys(job_id), *results, *([text(record)] if record else [])],
+            args=[owner, len(results)],
         )
         if outcome == b"missing":
             raise JobNotFound(job_id)

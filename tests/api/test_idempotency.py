@@ -213,3 +213,33 @@ async def test_a_stopping_api_finishes_the_confirmations_still_waiting_on_redis(
     assert confirms.confirmed
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         assert await raw.ttl(store.names.job(response.json()["id"])) == -1
+
+
+async def test_deleting_a_job_frees_its_key_for_a_new_job_at_once(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    first = (await client.post("/v1/jobs", json=JOB, headers=keyed("order-9"))).json()
+    assert (await client.post(f"/v1/jobs/{first['id']}/cancel")).json()["status"] == "cancelled"
+    assert (await client.delete(f"/v1/jobs/{first['id']}")).status_code == 204
+
+    again = await client.post("/v1/jobs", json=JOB, headers=keyed("order-9"))
+    assert again.status_code == 202
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first["id"]
+    # ... and that new job is the key's from now on.
+    replay = await client.post("/v1/jobs", json=JOB, headers=keyed("order-9"))
+    assert replay.json()["id"] == again.json()["id"]
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_deleting_a_job_leaves_a_key_that_names_another_job(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    first = (await client.post("/v1/jobs", json=JOB, headers=keyed("order-10"))).json()
+    await client.post(f"/v1/jobs/{first['id']}/cancel")
+    record = store.idempotency.record("", "order-10")
+    # The key was taken over since (as after a stale claim): it names another job now.
+    claim = await store._redis.get(record)
+    await store._redis.set(record, claim.replace(first["id"].encode(), b"f" * 32))
+    assert (await client.delete(f"/v1/jobs/{first['id']}")).status_code == 204
+    assert await store._redis.exists(record) == 1
