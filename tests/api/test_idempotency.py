@@ -13,6 +13,7 @@ import redis.asyncio as redis
 
 from factq.api.submission import CLAIM_STALE_S, JobRequest, fingerprint
 from factq.errors import BackendUnavailable, IdempotencyConflict, JobNotFound
+from factq.redis_edge import text
 from factq.settings import Settings
 from factq.store import NewJob, Store
 from tests.conftest import api_client
@@ -239,7 +240,8 @@ async def test_deleting_a_job_leaves_a_key_that_names_another_job(
     await client.post(f"/v1/jobs/{first['id']}/cancel")
     record = store.idempotency.record("", "order-10")
     # The key was taken over since (as after a stale claim): it names another job now.
-    claim = await store._redis.get(record)
-    await store._redis.set(record, claim.replace(first["id"].encode(), b"f" * 32))
+    claim = text(await store._redis.get(record) or b"")
+    assert first["id"] in claim
+    await store._redis.set(record, claim.replace(first["id"], "f" * 32))
     assert (await client.delete(f"/v1/jobs/{first['id']}")).status_code == 204
     assert await store._redis.exists(record) == 1
