@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -78,11 +78,44 @@ async def test_without_after_the_first_event_is_the_current_state(live: str) -> 
     assert code == 1000
 
 
-@pytest.mark.parametrize("job_id", ["0" * 32, "not-an-id"])
-async def test_an_unknown_job_closes_with_4404(live: str, job_id: str) -> None:
-    events, code = await collect(f"ws://{live}/v1/jobs/{job_id}/events")
+async def test_an_unknown_job_closes_with_4404(live: str) -> None:
+    events, code = await collect(f"ws://{live}/v1/jobs/{'0' * 32}/events")
     assert events == []
     assert code == 4404
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/v1/jobs/{id}/events?after=-1", "'-1'"),
+        ("/v1/jobs/{id}/events?after=abc", "'abc'"),
+        ("/v1/jobs/{id}/events?after=1.5", "'1.5'"),
+        ("/v1/jobs/{id}/events?after=", "''"),
+        ("/v1/jobs/not-an-id/events", "'not-an-id'"),
+        ("/v1/jobs/{id}%2Fx/events", "/x'"),
+        ("/v1/jobs/a%2F..%2Fb/events", "'a/../b'"),
+    ],
+)
+async def test_a_bad_socket_parameter_is_an_error_message_and_4400(
+    live: str, path: str, named: str
+) -> None:
+    job_id = await submit(live, "factorial", n=10)
+    events, code = await collect(f"ws://{live}{path.format(id=job_id)}")
+    assert code == 4400
+    assert len(events) == 1
+    assert events[0]["type"] == "error"
+    assert events[0]["error"]["type"] == "invalid_request"
+    assert named in events[0]["error"]["message"]
+
+
+async def test_a_bad_socket_parameter_still_needs_a_key(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(api_keys="k1")
+    async with live_server(settings) as address:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await collect(f"ws://{address}/v1/jobs/x/events?after=abc&token=not-a-key")
+    assert refused.value.response.status_code == 401
 
 
 class Gate:

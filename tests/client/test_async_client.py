@@ -15,6 +15,7 @@ from factq.client import (
     AsyncClient,
     ConnectionFailed,
     InvalidInput,
+    InvalidRequest,
     JobCancelled,
     JobStatus,
     NotFinished,
@@ -88,6 +89,8 @@ async def test_cancel_and_typed_errors(client: AsyncClient) -> None:
         await client.get("0" * 32)
     with pytest.raises(NotFound):
         await client.wait("0" * 32, timeout_s=10)
+    with pytest.raises(InvalidRequest, match="not a job id"):
+        await client.wait("not-an-id", timeout_s=10)
 
 
 async def test_wait_falls_back_to_polling_when_the_socket_is_unreachable(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from factq.api.auth import socket_owner
-from factq.api.deps import HubDep, OwnerDep, SettingsDep, StoreDep, checked_job_id
+from factq.api.deps import JOB_ID, HubDep, OwnerDep, SettingsDep, StoreDep, checked_job_id
 from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound
 from factq.events import EventHub, SlowSubscriber, follow
 from factq.models import JobEvent
@@ -31,10 +31,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
 
 # Close codes: 1000 done, 1011 server error, 1013 try again later (the
-# client fell behind, or a backing service is down), 4404 no such job.
+# client fell behind, or a backing service is down), 4400 a bad parameter,
+# 4404 no such job.
 CLOSE_DONE: Final = 1000
 CLOSE_SERVER_ERROR: Final = 1011
 CLOSE_TRY_LATER: Final = 1013
+CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_NOT_FOUND: Final = 4404
 SEND_BUFFER: Final = 1024
 # Jobs one multiplexed socket may follow at once.
@@ -99,21 +101,51 @@ async def job_events_socket(
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
-    after: After = None,
+    after: Annotated[
+        str | None,
+        Query(description="Replay the job's events after this `seq`, then go live."),
+    ] = None,
 ) -> None:
     """The job's current state (or its events after `?after=`), each change, then close 1000."""
     owner = await socket_owner(websocket, settings)
     if owner is None:
         return
+    try:
+        resume = _socket_after(after)
+        if not JOB_ID.fullmatch(job_id):
+            raise InvalidRequest(f"{job_id[:64]!r} is not a job id (32 hexadecimal digits)")
+    except InvalidRequest as exc:
+        await _refuse(websocket, exc.message)
+        return
 
     async def produce() -> int:
-        try:
-            events = follow(store, hub, checked_job_id(job_id), owner, after=after)
-        except JobNotFound:
-            return CLOSE_NOT_FOUND
-        return await _send_events(websocket, events)
+        return await _send_events(websocket, follow(store, hub, job_id, owner, after=resume))
 
     await _serve_socket(websocket, produce)
+
+
+@router.websocket("/v1/jobs/{job_path:path}/events")
+async def misaddressed_events_socket(
+    websocket: WebSocket, job_path: str, settings: SettingsDep
+) -> None:
+    """A job id with a slash in it (`/v1/jobs/a%2Fb/events`): no job, a bad parameter."""
+    if await socket_owner(websocket, settings) is not None:
+        await _refuse(websocket, f"{job_path[:64]!r} is not a job id (32 hexadecimal digits)")
+
+
+def _socket_after(after: str | None) -> int | None:
+    if after is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", after):
+        raise InvalidRequest(f"after must be an event's seq, a whole number, not {after[:40]!r}")
+    return int(after)
+
+
+async def _refuse(websocket: WebSocket, message: str) -> None:
+    """A bad parameter: said in the contract's error shape, then close 4400."""
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.send_text(_error(None, "invalid_request", message))
+    await _close(websocket, CLOSE_BAD_REQUEST)
 
 
 class _Subscribe(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -17,7 +18,13 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from factq import __version__
-from factq.client.errors import ConnectionFailed, FactqClientError, NotFound, error_from_response
+from factq.client.errors import (
+    ConnectionFailed,
+    FactqClientError,
+    InvalidRequest,
+    NotFound,
+    error_from_response,
+)
 from factq.client.models import Job, JobEvent
 
 DEFAULT_URL: Final = "http://127.0.0.1:8000"
@@ -194,6 +201,18 @@ class SocketLost(Exception):
     """The event socket failed or closed before the job ended; the caller may resume."""
 
 
+def _socket_error(message: str | bytes) -> dict[str, Any]:
+    """The `error` of an error message (`{"type": "error", "error": {...}}`), else {}."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return {}
+    error: Any = (
+        data.get("error") if isinstance(data, dict) and data.get("type") == "error" else None
+    )
+    return dict(error) if isinstance(error, dict) else {}
+
+
 class SocketReader:
     """Checks one event socket's messages and how it ended, for either client."""
 
@@ -205,6 +224,12 @@ class SocketReader:
         try:
             event = JobEvent.model_validate_json(message)
         except ValidationError as exc:
+            refusal = _socket_error(message)
+            if refusal.get("type") == "invalid_request":
+                # A bad parameter (the server closes with 4400): retrying will not help.
+                raise InvalidRequest(
+                    str(refusal.get("message") or "invalid request"), error_type="invalid_request"
+                ) from None
             raise SocketLost(f"unexpected message on the event socket: {exc}") from exc
         if event.type != "job":
             return None
