@@ -20,6 +20,7 @@ from factq.api.errors import install_error_handlers
 from factq.api.limits import BodySizeLimit
 from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
+from factq.api.streams import StreamSlots
 from factq.api.submission import finish_confirmations
 from factq.broker import Broker
 from factq.events import EventHub
@@ -69,6 +70,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                         "hub": hub,
                         "converter": converter,
                         "limiter": limiter,
+                        "streams": StreamSlots(settings.max_streams_per_caller),
                         "stopping": app.state.stopping,
                     }
                 finally:

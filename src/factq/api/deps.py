@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection, Request
 
 from factq.api.auth import check_worker_token, request_owner
 from factq.api.ratelimit import SubmissionLimiter
+from factq.api.streams import StreamSlots
 from factq.broker import Broker
 from factq.errors import JobNotFound
 from factq.events import EventHub
@@ -32,6 +33,7 @@ class Resources(TypedDict):
     hub: EventHub
     converter: Executor
     limiter: SubmissionLimiter
+    streams: StreamSlots
     # Set when the server is asked to stop: long waits answer at once.
     stopping: asyncio.Event
 
@@ -71,6 +73,11 @@ def get_hub(request: HTTPConnection) -> EventHub:
     return hub
 
 
+def get_streams(request: HTTPConnection) -> StreamSlots:
+    streams: StreamSlots = request.state.streams
+    return streams
+
+
 def get_owner(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
     """The owner of the jobs this request may see (401 without a valid key, when keys are on)."""
     return request_owner(request, settings)
@@ -98,3 +105,4 @@ OwnerDep = Annotated[str, Depends(get_owner)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 ConverterDep = Annotated[Executor, Depends(get_converter)]
 LimiterDep = Annotated[SubmissionLimiter, Depends(get_limiter)]
+StreamsDep = Annotated[StreamSlots, Depends(get_streams)]

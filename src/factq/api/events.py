@@ -14,14 +14,23 @@ import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, Query, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from factq.api.auth import socket_owner
-from factq.api.deps import JOB_ID, HubDep, OwnerDep, SettingsDep, StoreDep, checked_job_id
-from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound
+from factq.api.deps import (
+    JOB_ID,
+    HubDep,
+    OwnerDep,
+    SettingsDep,
+    StoreDep,
+    StreamsDep,
+    checked_job_id,
+)
+from factq.api.streams import StreamSlots, caller_of
+from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound, RateLimited
 from factq.events import EventHub, SlowSubscriber, follow
 from factq.models import JobEvent
 from factq.store import Store
@@ -101,6 +110,7 @@ async def job_events_socket(
     store: StoreDep,
     hub: HubDep,
     settings: SettingsDep,
+    streams: StreamsDep,
     after: Annotated[
         str | None,
         Query(description="Replay the job's events after this `seq`, then go live."),
@@ -115,13 +125,13 @@ async def job_events_socket(
         if not JOB_ID.fullmatch(job_id):
             raise InvalidRequest(f"{job_id[:64]!r} is not a job id (32 hexadecimal digits)")
     except InvalidRequest as exc:
-        await _refuse(websocket, exc.message)
+        await _refuse(websocket, exc)
         return
 
     async def produce() -> int:
         return await _send_events(websocket, follow(store, hub, job_id, owner, after=resume))
 
-    await _serve_socket(websocket, produce)
+    await _holding_a_slot(websocket, streams, owner, lambda: _serve_socket(websocket, produce))
 
 
 @router.websocket("/v1/jobs/{job_path:path}/events")
@@ -130,7 +140,26 @@ async def misaddressed_events_socket(
 ) -> None:
     """A job id with a slash in it (`/v1/jobs/a%2Fb/events`): no job, a bad parameter."""
     if await socket_owner(websocket, settings) is not None:
-        await _refuse(websocket, f"{job_path[:64]!r} is not a job id (32 hexadecimal digits)")
+        message = f"{job_path[:64]!r} is not a job id (32 hexadecimal digits)"
+        await _refuse(websocket, InvalidRequest(message))
+
+
+async def _holding_a_slot(
+    websocket: WebSocket,
+    streams: StreamSlots,
+    owner: str,
+    serve: Callable[[], Coroutine[Any, Any, None]],
+) -> None:
+    """Serve the socket within its caller's FACTQ_MAX_STREAMS_PER_CALLER, or refuse it."""
+    try:
+        slot = streams.acquire(caller_of(websocket, owner))
+    except RateLimited as exc:
+        await _refuse(websocket, exc)
+        return
+    try:
+        await serve()
+    finally:
+        slot.release()
 
 
 def _socket_after(after: str | None) -> int | None:
@@ -141,11 +170,13 @@ def _socket_after(after: str | None) -> int | None:
     return int(after)
 
 
-async def _refuse(websocket: WebSocket, message: str) -> None:
-    """A bad parameter: said in the contract's error shape, then close 4400."""
+async def _refuse(websocket: WebSocket, exc: InvalidRequest | RateLimited) -> None:
+    """Say why in the contract's error shape, then close: 4400 for a bad parameter,
+    1013 (try again later) for a caller with too many streams open."""
+    code = CLOSE_BAD_REQUEST if isinstance(exc, InvalidRequest) else CLOSE_TRY_LATER
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-        await websocket.send_text(_error(None, "invalid_request", message))
-    await _close(websocket, CLOSE_BAD_REQUEST)
+        await websocket.send_text(_error(None, exc.type, exc.message))
+    await _close(websocket, code)
 
 
 class _Subscribe(BaseModel):
@@ -157,13 +188,14 @@ class _Subscribe(BaseModel):
 
 @router.websocket("/v1/events")
 async def events_socket(
-    websocket: WebSocket, store: StoreDep, hub: HubDep, settings: SettingsDep
+    websocket: WebSocket, store: StoreDep, hub: HubDep, settings: SettingsDep, streams: StreamsDep
 ) -> None:
     """Many jobs on one socket: send `{"subscribe": [ids]}` or `{"unsubscribe": [ids]}`."""
     owner = await socket_owner(websocket, settings)
     if owner is None:
         return
-    await _Multiplexer(websocket, store, hub, owner).serve()
+    multiplexer = _Multiplexer(websocket, store, hub, owner)
+    await _holding_a_slot(websocket, streams, owner, multiplexer.serve)
 
 
 class _Multiplexer:
@@ -283,6 +315,18 @@ async def _stream_start(
     return job_id, after if after is not None else _seq(last_event_id)
 
 
+async def _stream_slot(
+    request: Request, streams: StreamsDep, owner: OwnerDep
+) -> AsyncIterator[None]:
+    """Held while the stream is open (FastAPI ends it after the response): a 429
+    before the stream starts for a caller with too many open."""
+    slot = streams.acquire(caller_of(request, owner))
+    try:
+        yield
+    finally:
+        slot.release()
+
+
 @router.get(
     "/v1/jobs/{job_id}/events",
     response_class=EventSourceResponse,
@@ -291,6 +335,7 @@ async def _stream_start(
 )
 async def job_events_stream(
     start: Annotated[tuple[str, int | None], Depends(_stream_start)],
+    _slot: Annotated[None, Depends(_stream_slot)],
     store: StoreDep,
     hub: HubDep,
     owner: OwnerDep,

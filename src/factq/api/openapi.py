@@ -95,6 +95,10 @@ def _errors_of(path: str, method: str, operation: dict[str, Any]) -> dict[str, s
         errors |= SUBMITS
     if path == "/factorial":
         errors |= {"429": SUBMITS["429"]}
+    if path.endswith("/events"):
+        errors |= {
+            "429": "Too many event streams open for this key (rate_limited); see Retry-After."
+        }
     if "{job_id}" in path or path == "/factorial/result":
         errors |= {"404": "No such job, or another key's (not_found)."}
     return errors
