@@ -106,8 +106,7 @@ async def _destination(
     for address in addresses:
         if not is_public_unicast(address):
             raise InvalidWebhook(
-                f"webhook host {host} resolves to {address}, which is not a public "
-                "unicast address"
+                f"webhook host {host} resolves to {address}, which is not a public unicast address"
             )
     return addresses
 
