@@ -14,26 +14,57 @@ SERVER_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 # `?token=<key>` on WebSocket URLs, which uvicorn logs with the path.
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
-_REDACTED = r"\1[redacted]"
+# An absolute URL (a webhook's, in the HTTP client's own lines): its user and
+# password, query and fragment may carry credentials.
+_URL = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s\"'@]*@)?(?P<rest>[^\s\"'?#]*)"
+    r"(?P<query>\?[^\s\"'#]*)?(?P<fragment>#[^\s\"']*)?"
+)
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    return "".join(
+        (
+            match["scheme"],
+            "***@" if match["user"] else "",
+            match["rest"],
+            "?***" if match["query"] else "",
+            "#***" if match["fragment"] else "",
+        )
+    )
+
+
+def redact(line: str) -> str:
+    """The line with keys in query strings and credentials in URLs masked."""
+    return _TOKEN.sub(r"\1[redacted]", _URL.sub(_redact_url, line))
 
 
 class RedactSecrets(logging.Filter):
-    """Masks API keys given in query strings before a record is formatted."""
+    """Masks API keys given in query strings, and the user, password and query of
+    absolute URLs, before a record is formatted (its arguments merged in first:
+    the HTTP client logs a URL object, not a string)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = _TOKEN.sub(_REDACTED, record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN.sub(_REDACTED, arg) if isinstance(arg, str) else arg for arg in record.args
-            )
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # left for logging to report, as it would
+        record.msg = redact(message)
+        record.args = None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """factq's line format, masked as `redact` does, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: LogLevel) -> None:
     """One format for every line of the process: factq's, uvicorn's, the libraries' and warnings."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     handler.addFilter(RedactSecrets())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.captureWarnings(True)

@@ -39,7 +39,7 @@ from factq.names import Names
 from factq.redis_edge import backend_errors, flat_fields, text
 from factq.settings import Settings
 from factq.webhook_queue import WebhookQueue
-from factq.webhooks import WebhookRequest
+from factq.webhooks import WebhookRequest, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ class Transition:
 
     outcome: str
     job: Job | None
+
+
+def _shown(webhook: WebhookRequest) -> str:
+    """A webhook as the job shows it (and its events carry it): its URL redacted."""
+    return webhook.model_copy(update={"url": redact_url(webhook.url)}).model_dump_json()
 
 
 class Store:
@@ -180,10 +185,11 @@ class Store:
                         job.task,
                         json.dumps(job.input, separators=(",", ":")),
                         job.owner,
-                        job.webhook.model_dump_json() if job.webhook else "",
+                        _shown(job.webhook) if job.webhook else "",
                         self.names.webhooks if job.webhook else "",
                         "" if job.deadline_s is None else repr(job.deadline_s),
                         claim.value if claim else "",
+                        job.webhook.url if job.webhook else "",
                     ],
                     client=pipe,
                 )

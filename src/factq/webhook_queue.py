@@ -32,15 +32,20 @@ class WebhookTask:
     type: str
     seq: int
     job: Job
+    # The webhook's full URL: the job shows it redacted.
+    url: str
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> WebhookTask:
+        job = Job.from_fields(json.loads(fields[b"job"]))
+        shown = job.webhook.url if job.webhook else ""
         return cls(
             entry_id=text(entry_id),
             job_id=text(fields[b"job_id"]),
             type=text(fields[b"type"]),
             seq=int(fields[b"seq"]),
-            job=Job.from_fields(json.loads(fields[b"job"])),
+            job=job,
+            url=text(fields.get(b"url") or shown),
         )
 
 

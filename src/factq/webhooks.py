@@ -13,7 +13,7 @@ import json
 import socket
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
@@ -55,6 +55,24 @@ class WebhookState(BaseModel):
     url: str
     events: list[WebhookEvent]
     deliveries: list[WebhookDelivery] = Field(default_factory=list)
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown or logged: user, password, query and fragment,
+    which may carry credentials, replaced by `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )
 
 
 def allowed_hosts(setting: str) -> frozenset[str]:

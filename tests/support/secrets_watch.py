@@ -36,6 +36,11 @@ def remember(settings: Settings) -> None:
     secrets.update(value for value in values if len(value) >= MIN_SECRET_LENGTH)
 
 
+def remember_values(*values: str) -> None:
+    """Note secrets a test uses that no setting holds (a webhook URL's credentials)."""
+    secrets.update(value for value in values if len(value) >= MIN_SECRET_LENGTH)
+
+
 class LogRecorder(logging.Handler):
     """Keeps every record's formatted line (with its traceback) for the end."""
 

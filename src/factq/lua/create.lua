@@ -2,9 +2,9 @@
 -- runs after the broker confirmed its message: a job whose publish never
 -- completed vanishes on its own.
 -- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, webhook
--- JSON and the stream of deliveries to send ('' for none), deadline in
--- seconds from now ('' for none), and with an Idempotency-Key, the claim it
--- must still hold.
+-- JSON as it is shown (its URL redacted) and the stream of deliveries to send
+-- ('' for none), deadline in seconds from now ('' for none), with an
+-- Idempotency-Key the claim it must still hold, and the webhook's full URL.
 -- KEYS[3], when given: the Idempotency-Key's record (named in the job, so that
 -- forgetting the job can free the key).
 -- Returns the job's fields; false when the id is taken; 'claim_lost' when
@@ -17,7 +17,8 @@ redis.call('HSET', KEYS[1],
   'status', 'queued', 'created_at', created, 'attempts', 0, 'cancel_requested', 0)
 if KEYS[3] then redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[3]) end
 if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8])
+  redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8],
+    'webhook_url', ARGV[11])
 end
 if ARGV[9] ~= '' then
   redis.call('HSET', KEYS[1], 'deadline_at',

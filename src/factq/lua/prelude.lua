@@ -23,8 +23,9 @@ local function keep(ttl)
   end
 end
 
--- Fields that never leave Redis.
-local INTERNAL = {'owner', 'webhook_stream', 'lost', 'idempotency_key'}
+-- Fields that never leave Redis (a webhook's full URL may carry credentials:
+-- the job shows it redacted, and only the deliveries stream holds it).
+local INTERNAL = {'owner', 'webhook_stream', 'webhook_url', 'lost', 'idempotency_key'}
 
 -- Count the change, append the job's new state to its event log and publish
 -- it: the write and its event happen together or not at all. kind is what
@@ -36,6 +37,7 @@ local function emit(channel, kind)
   local flat = redis.call('HGETALL', KEYS[1])
   local job = job_map(flat)
   local stream = job['webhook_stream']
+  local url = job['webhook_url']
   for _, field in ipairs(INTERNAL) do job[field] = nil end
   local encoded = cjson.encode(job)
   redis.call('XADD', KEYS[2], seq .. '-0', 'job', encoded)
@@ -46,7 +48,8 @@ local function emit(channel, kind)
     for _, event in ipairs(wanted) do
       if event == kind then
         redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*',
-          'job_id', job['id'], 'type', 'job.' .. kind, 'seq', seq, 'job', encoded)
+          'job_id', job['id'], 'type', 'job.' .. kind, 'seq', seq, 'job', encoded,
+          'url', url or '')
       end
     end
   end

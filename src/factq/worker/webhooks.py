@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import httpx
 
 from factq.errors import BackendUnavailable, InvalidWebhook
+from factq.logs import redact
 from factq.settings import Settings
 from factq.store import Store
 from factq.webhook_queue import WebhookTask
@@ -145,7 +146,7 @@ class WebhookSender:
         attempts = self._settings.webhook_max_attempts
         for attempt in range(1, attempts + 1):
             outcome = await self._attempt(
-                ssl_context, secret, webhook.url, delivery_id, task.type, job
+                ssl_context, secret, task.url, delivery_id, task.type, job
             )
             log = WebhookDelivery(type=task.type, attempt=attempt, at=datetime.now(UTC), **outcome)
             await self._store.webhooks.log_attempt(task.job_id, log)
@@ -187,7 +188,8 @@ class WebhookSender:
         except TimeoutError:
             return {"error": f"no answer within {limit_s:g} s"}
         except InvalidWebhook as exc:
-            return {"error": exc.message}
+            return {"error": redact(exc.message)}
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            # The job shows its deliveries: no credential of the URL in them.
+            return {"error": redact(f"{type(exc).__name__}: {exc}")[:300]}
         return {"status_code": response.status_code}
