@@ -25,6 +25,10 @@ class Names:
     def result(self, job_id: str, fmt: str) -> str:
         return f"{self.namespace}:result:{{{job_id}}}:{fmt}"
 
+    def upload(self, job_id: str, token: str) -> str:
+        """A result being received (the update route), in the job's slot."""
+        return f"{self.namespace}:upload:{{{job_id}}}:{token}"
+
     def owner_jobs(self, owner: str) -> str:
         """Sorted set of an owner's job ids, scored by submission order."""
         return f"{self.namespace}:owner:{owner or '-'}:jobs"

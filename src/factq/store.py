@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 RESULT_CHUNK_BYTES = 64 * 1024
 POOL_WAIT_S = 10.0
+# How long a result being received lives, should its request never finish.
+UPLOAD_TTL_S = 300
 
 
 class StartOutcome(StrEnum):
@@ -294,6 +296,41 @@ class Store:
                 JobStatus.SUCCEEDED.value,
                 json.dumps(summary, separators=(",", ":")),
                 *(results[fmt] for fmt in fmts),
+            ],
+        )
+        return self._transition(outcome, flat)
+
+    @backend_errors
+    async def append_upload(self, key: str, data: bytes) -> None:
+        """Add to a result being received; it lives UPLOAD_TTL_S unless moved."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.append(key, data)
+            pipe.expire(key, UPLOAD_TTL_S)
+            await pipe.execute()
+
+    @backend_errors
+    async def drop_uploads(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._redis.unlink(*keys)
+
+    @backend_errors
+    async def mark_succeeded_from_uploads(
+        self, job_id: str, summary: dict[str, Any], uploads: dict[str, str]
+    ) -> Transition:
+        """`mark_succeeded`, with each format's result moved from its upload key."""
+        fmts = list(uploads)
+        outcome, flat = await self._scripts["finish"](
+            keys=[
+                *self._job_keys(job_id),
+                *(self.names.result(job_id, fmt) for fmt in fmts),
+                *(uploads[fmt] for fmt in fmts),
+            ],
+            args=[
+                self.names.events_channel,
+                self._settings.result_ttl_s,
+                JobStatus.SUCCEEDED.value,
+                json.dumps(summary, separators=(",", ":")),
+                "@uploads",
             ],
         )
         return self._transition(outcome, flat)

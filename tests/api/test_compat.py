@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+
 import gmpy2
 import httpx
 import pytest
 
 from factq.settings import Settings
-from tests.conftest import api_client
+from tests.conftest import api_client, factq_server
 from tests.support.backends import queue_depth
 
 TOKEN = "worker-token-for-tests"
@@ -133,3 +136,86 @@ async def test_a_bad_update_is_a_422(guarded: httpx.AsyncClient, body) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "invalid_input"
     assert (await guarded.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued"
+
+
+@pytest.mark.timeout(120)
+async def test_an_update_takes_the_output_of_the_largest_n_streamed(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(worker_token=TOKEN)
+    value = gmpy2.fac(settings.max_n)
+    digits = str(value).encode()
+    assert len(digits) > settings.max_body_bytes  # 5,565,709 digits for 1,000,000!
+    async with (
+        factq_server(settings) as (_, address),
+        httpx.AsyncClient(base_url=f"http://{address}", timeout=60) as http,
+    ):
+        job_id = (await http.get("/factorial", params={"no": str(settings.max_n)})).text
+        body = b'{"id": "' + job_id.encode() + b'", "status": "done", "output": "' + digits
+        body += b'"}'
+        # The API (served in this process) never holds the output whole: the
+        # memory this process takes while the update is received and stored
+        # stays well below its size.
+        tracemalloc.start()
+        try:
+            response = await http.post(
+                "/factorial/update",
+                content=_chunks(body),
+                headers={**as_worker(), "Content-Type": "application/json"},
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < len(digits) / 2, f"{peak:,} bytes at the peak"
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "done"
+        job = (await http.get(f"/v1/jobs/{job_id}")).json()
+        assert job["result"]["digits"] == len(digits)
+        assert job["result"]["head"] == digits[:32].decode()
+        hexadecimal = await http.get(f"/v1/jobs/{job_id}/result", params={"format": "hex"})
+        assert hexadecimal.text == value.digits(16)
+        decimal = await http.get(f"/v1/jobs/{job_id}/result")
+        assert decimal.content == digits
+        # One digit more than the largest n can have: refused before it is read.
+        over = await http.post(
+            "/factorial/update",
+            content=b"0" * (len(digits) + 70_000),
+            headers={**as_worker(), "Content-Type": "application/json"},
+        )
+        assert over.status_code == 413
+
+
+async def _chunks(body: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """Sent without a length, a piece at a time, as a streaming worker would."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+async def test_an_update_body_is_a_flat_json_object(guarded: httpx.AsyncClient) -> None:
+    job_id = (await guarded.get("/factorial", params={"no": "5"})).text
+    for body, fragment in [
+        (b'{"id": "' + job_id.encode() + b'", "status": "done", "output": 120}', "JSON string"),
+        (b'{"id": "' + job_id.encode() + b'", "status": "done", "extra": "1"}', "not a field"),
+        (b'{"id": "' + job_id.encode() + b'", "status": "done"', "ends before"),
+        (b'{"status": "done", "output": "120"}', "id: field required"),
+    ]:
+        response = await guarded.post(
+            "/factorial/update",
+            content=body,
+            headers={**as_worker(), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, body
+        assert fragment in response.json()["error"]["message"], response.text
+    assert (await guarded.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued"
+
+
+async def test_an_update_may_name_its_job_after_the_output(guarded: httpx.AsyncClient) -> None:
+    job_id = (await guarded.get("/factorial", params={"no": "5"})).text
+    body = b'{"output": "120", "status": "done", "id": "' + job_id.encode() + b'"}'
+    response = await guarded.post(
+        "/factorial/update",
+        content=body,
+        headers={**as_worker(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert (await guarded.get("/factorial/result", params={"id": job_id})).json()["output"] == "120"

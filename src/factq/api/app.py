@@ -22,6 +22,7 @@ from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
 from factq.api.streams import StreamSlots
 from factq.api.submission import finish_confirmations
+from factq.api.uploads import update_body_limit
 from factq.broker import Broker
 from factq.events import EventHub
 from factq.settings import Settings
@@ -87,7 +88,12 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
     )
     # Set by factq's server (factq.serve.Server) the moment it is asked to stop.
     app.state.stopping = asyncio.Event()
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        # A worker's output of the largest n the deployment allows, streamed.
+        per_path={"/factorial/update": update_body_limit(settings)},
+    )
     if settings.allowed_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from typing import Annotated, Literal
 
-import gmpy2
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,12 +29,13 @@ from factq.api.deps import (
     checked_job_id,
     require_worker,
 )
-from factq.api.json_body import JSONBodyRoute
+from factq.api.json_body import JSONBodyRoute, is_json, refuse_media_type
 from factq.api.submission import JobRequest, admit, enqueue, validate_request
+from factq.api.uploads import Update, hex_of_upload, read_update
 from factq.errors import AlreadyFinished, InvalidInput, InvalidRequest, JobNotFound
 from factq.models import Job, JobError, JobStatus
-from factq.store import Store, Transition
-from factq.tasks.factorial import PREVIEW_DIGITS
+from factq.settings import Settings
+from factq.store import UPLOAD_TTL_S, Store, Transition
 
 router = APIRouter(tags=["compatibility"], route_class=JSONBodyRoute)
 
@@ -48,7 +48,6 @@ COMPAT_STATUS: dict[JobStatus, CompatStatus] = {
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "cancelled",
 }
-DIGITS = re.compile(rb"[0-9]+")
 
 
 class CompatResult(BaseModel):
@@ -124,16 +123,35 @@ async def factorial_result(
     summary="Set a job's outcome (internal, worker token)",
     dependencies=[Depends(require_worker)],
     responses={403: {"description": "No or wrong worker token, or none configured."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CompatUpdate.model_json_schema()}},
+        }
+    },
 )
 async def update_factorial(
-    body: CompatUpdate, store: StoreDep, converter: ConverterDep
+    request: Request, store: StoreDep, converter: ConverterDep, settings: SettingsDep
 ) -> CompatResult:
-    """Mark a job processing, done with its decimal output, or failed."""
-    job_id = checked_job_id(body.id)
-    job = await store.get_job(job_id)
-    if job.task != "factorial":
-        raise JobNotFound(job_id)
-    transition = await _apply_update(store, converter, job, body)
+    """Mark a job processing, done with its decimal output, or failed.
+
+    The body is read as it arrives, its digits straight into Redis: an output
+    as long as the largest n allows is taken (see `factq.api.uploads`).
+    """
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        refuse_media_type(content_type)
+    update = await read_update(request, store)
+    hex_upload = f"{update.upload}:hex" if update.upload else ""
+    try:
+        job_id = checked_job_id(update.job_id)
+        job = await store.get_job(job_id)
+        if job.task != "factorial":
+            raise JobNotFound(job_id)
+        transition = await _apply_update(store, converter, settings, job, update, hex_upload)
+    finally:
+        # Moved into the job's results when it succeeded; otherwise gone now.
+        await store.drop_uploads([key for key in (update.upload, hex_upload) if key])
     updated = transition.job or await store.get_job(job_id)
     if transition.outcome == "terminal":
         raise AlreadyFinished(f"job {job_id} has already finished ({updated.status})")
@@ -143,33 +161,39 @@ async def update_factorial(
 
 
 async def _apply_update(
-    store: Store, converter: Executor, job: Job, update: CompatUpdate
+    store: Store,
+    converter: Executor,
+    settings: Settings,
+    job: Job,
+    update: Update,
+    hex_upload: str,
 ) -> Transition:
     if update.status == "processing":
         return await store.mark_running(job.id)
     if update.status == "failed":
-        return await store.mark_failed(
-            job.id, JobError(type="task_error", message=update.output or "failed")
-        )
-    output = update.output.encode("ascii", errors="replace")
-    if not DIGITS.fullmatch(output):
+        message = update.message.decode("utf-8", errors="replace") or "failed"
+        return await store.mark_failed(job.id, JobError(type="task_error", message=message))
+    if not update.digits or not update.is_decimal or not update.upload:
         raise InvalidInput("output must be the decimal digits of the value")
     if job.status is JobStatus.QUEUED:
         await store.mark_running(job.id)
     # The conversion to hexadecimal is big-number work: gmpy2 holds the GIL,
     # so it runs in a process, not a thread, to keep the loop free.
-    hexadecimal = await asyncio.get_running_loop().run_in_executor(converter, _to_hex, output)
+    await asyncio.get_running_loop().run_in_executor(
+        converter,
+        hex_of_upload,
+        settings.redis_url.get_secret_value(),
+        update.upload,
+        hex_upload,
+        UPLOAD_TTL_S,
+    )
     summary = {
-        "digits": len(output),
-        "head": output[:PREVIEW_DIGITS].decode(),
-        "tail": output[-PREVIEW_DIGITS:].decode(),
+        "digits": update.digits,
+        "head": update.head.decode(),
+        "tail": update.tail.decode(),
     }
-    return await store.mark_succeeded(job.id, summary, {"decimal": output, "hex": hexadecimal})
-
-
-def _to_hex(decimal: bytes) -> bytes:
-    hexadecimal: str = gmpy2.mpz(decimal.decode("ascii")).digits(16)
-    return hexadecimal.encode("ascii")
+    uploads = {"decimal": update.upload, "hex": hex_upload}
+    return await store.mark_succeeded_from_uploads(job.id, summary, uploads)
 
 
 async def _framed(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:

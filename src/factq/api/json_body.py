@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -20,6 +20,11 @@ from factq import json_numbers
 from factq.errors import UnsupportedMediaType
 
 SEND_JSON = "send the body as JSON, with the header Content-Type: application/json"
+
+
+def refuse_media_type(content_type: str | None) -> NoReturn:
+    named = f"it was sent as {content_type!r}" if content_type else "no type was named"
+    raise UnsupportedMediaType(f"{SEND_JSON} ({named})")
 
 
 def is_json(content_type: str | None) -> bool:
@@ -56,8 +61,7 @@ class JSONBodyRoute(APIRoute):
             content_type = request.headers.get("content-type")
             # An empty body without a type is a missing body, answered as such.
             if not is_json(content_type) and (content_type or await request.body()):
-                named = f"it was sent as {content_type!r}" if content_type else "no type was named"
-                raise UnsupportedMediaType(f"{SEND_JSON} ({named})")
+                refuse_media_type(content_type)
             return await handler(request)
 
         return handle

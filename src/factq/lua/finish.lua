@@ -4,6 +4,8 @@
 -- without result.
 -- KEYS[3..]: the result keys, one per format, in the order of ARGV[5..].
 -- ARGV: channel, result_ttl, status, summary or error JSON, result values...
+-- Or, with ARGV[5] '@uploads', the results were uploaded already: KEYS[3..]
+-- are the result keys, then as many upload keys, each moved into its own.
 -- Returns {outcome, job fields}: outcome 'finished', 'terminal' or 'missing'.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', {}} end
@@ -16,9 +18,18 @@ local ttl = tonumber(ARGV[2])
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   target = 'cancelled'
 end
+if target == 'succeeded' and ARGV[5] == '@uploads' then
+  local formats = (#KEYS - 2) / 2
+  for i = 3, 2 + formats do
+    redis.call('RENAME', KEYS[i + formats], KEYS[i])
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
 if target == 'succeeded' then
-  for i = 3, #KEYS do
-    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
+  if ARGV[5] ~= '@uploads' then
+    for i = 3, #KEYS do
+      redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
+    end
   end
   redis.call('HSET', KEYS[1], 'result', ARGV[4])
   if redis.call('HEXISTS', KEYS[1], 'progress') == 1 then
