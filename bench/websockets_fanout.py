@@ -168,7 +168,10 @@ def main() -> None:
     # One descriptor per connection, here and in the API process (which inherits this).
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    settings = make_settings(task_modules="")
+    # Thousands of watchers, all from this one address: as many different
+    # clients would be, each under its own cap.
+    streams = args.subscribers + args.idle + 100
+    settings = make_settings(task_modules="", max_streams_per_caller=streams)
     try:
         with (
             tempfile.TemporaryDirectory() as logs,
