@@ -41,14 +41,22 @@ def connections(
         yield opened
 
 
+class Closed(dict[socket.socket, bytes]):
+    """What each closed connection received, and when it was seen closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: dict[socket.socket, float] = {}
+
+
 def wait_until_closed(
     sockets: list[socket.socket], timeout_s: float, *, count: int | None = None
-) -> dict[socket.socket, bytes]:
+) -> Closed:
     """What each connection received until the server closed it, once `count` of
     them (all, by default) are closed."""
     count = len(sockets) if count is None else count
     received = {sock: b"" for sock in sockets}
-    closed: dict[socket.socket, bytes] = {}
+    closed = Closed()
     with selectors.DefaultSelector() as selector:
         for sock in sockets:
             selector.register(sock, selectors.EVENT_READ, data=sock)
@@ -63,6 +71,7 @@ def wait_until_closed(
                 if not data:
                     selector.unregister(sock)
                     closed[sock] = received[sock]
+                    closed.times[sock] = time.monotonic()
     return closed
 
 
@@ -75,27 +84,48 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 def test_slow_request_heads_are_closed_while_others_are_served(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = settings_factory(header_timeout_s=3.0)
+    timeout_s = 4.0
+    settings = settings_factory(header_timeout_s=timeout_s)
     with running_service(settings, tmp_path, workers=0) as service:
+        before_opening = time.monotonic()
         with (
             connections(service, SLOW, HEAD_START) as slow,
             httpx.Client(base_url=service.base_url, timeout=5) as http,
         ):
-            opened = time.monotonic()
             job = {"task": "factorial", "input": {"n": 10}}
             for _ in range(5):
                 health, health_s = timed(lambda: http.get("/healthz"))
                 submitted, submit_s = timed(lambda: http.post("/v1/jobs", json=job))
                 assert health.status_code == 200 and health_s < 1.0
                 assert submitted.status_code == 202 and submit_s < 1.0
-            # One more header line now and then does not buy more time.
+            # One more header line, well into the deadline, buys no more time:
+            # the head as a whole has the deadline, not each line.
+            dripped_at = before_opening + timeout_s - 1.5
+            while time.monotonic() < dripped_at:
+                time.sleep(0.02)
             slow[0].sendall(b"X-Drip: 1\r\n")
-            answers = wait_until_closed(slow, timeout_s=30)
-            closed_s = time.monotonic() - opened
-        assert set(answers.values()) == {b""}  # closed, never answered
-        assert closed_s >= 2.0
+            closed = wait_until_closed(slow, timeout_s=30)
+        assert set(closed.values()) == {b""}  # closed, never answered
+        assert min(closed.times.values()) - before_opening >= timeout_s - 0.5
+        # Reset by the line, it would have lasted until dripped_at + timeout_s.
+        assert closed.times[slow[0]] - before_opening < timeout_s + 1.5
     api_log = (tmp_path / "api.log").read_text()
     assert "Traceback" not in api_log
+
+
+def test_a_keep_alive_connection_that_sends_no_head_is_closed(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory(header_timeout_s=2.0)
+    with running_service(settings, tmp_path, workers=0) as service:
+        with connections(service, 1) as (sock,):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: factq\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            # Bytes that start no request (a bare CRLF) once its answer is in.
+            sock.sendall(b"\r\n")
+            closed = wait_until_closed([sock], timeout_s=10)
+        # Closed (at most the rest of the answer read before), never answered again.
+        assert closed[sock].count(b"HTTP/1.1") == 0
 
 
 def test_connections_past_the_cap_are_refused_with_a_503(

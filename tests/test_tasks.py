@@ -123,3 +123,20 @@ def test_an_integer_too_long_to_read_is_refused_even_without_a_bound() -> None:
             "message": "an integer of 5,000 digits is more than the 4,300 digits read",
         }
     ]
+
+
+class Anything(BaseModel):
+    x: Any
+
+
+def test_an_integer_too_long_to_read_is_refused_in_a_field_of_any_type() -> None:
+    task = Task(
+        name="anything",
+        description="x",
+        function=_identity,
+        input_model=Anything,
+        formats=(ResultFormat("decimal"),),
+    )
+    with pytest.raises(InvalidInput, match="5,000 digits"):
+        task.validate_input(json_numbers.loads('{"x": [1, {"y": ' + "7" * 5000 + "}]}"))
+    assert task.validate_input({"x": [1, {"y": 7}]}) == {"x": [1, {"y": 7}]}

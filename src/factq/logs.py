@@ -17,7 +17,7 @@ _TOKEN = re.compile(r"(token=)[^&\s\"']+")
 # An absolute URL (a webhook's, in the HTTP client's own lines): its user and
 # password, query and fragment may carry credentials.
 _URL = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s\"'@]*@)?(?P<rest>[^\s\"'?#]*)"
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s\"'?#]*@)?(?P<rest>[^\s\"'?#]*)"
     r"(?P<query>\?[^\s\"'#]*)?(?P<fragment>#[^\s\"']*)?"
 )
 

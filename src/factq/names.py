@@ -65,11 +65,6 @@ class Names:
     def control_channel(self) -> str:
         return f"{self.namespace}:control"
 
-    @property
-    def redis_pattern(self) -> str:
-        """Glob matching every Redis key of this namespace."""
-        return f"{self.namespace}:*"
-
     # RabbitMQ.
     @property
     def jobs_queue(self) -> str:

@@ -333,6 +333,9 @@ class Store:
                 "@uploads",
             ],
         )
+        if outcome == b"missing_upload":
+            # Expired, or lost with a Redis restart: the job is unchanged.
+            raise BackendUnavailable("the received result was lost before it was stored; retry")
         return self._transition(outcome, flat)
 
     @backend_errors

@@ -24,6 +24,8 @@ WebhookEvent = Literal["started", "progress", "completed"]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 RESOLVE_TIMEOUT_S = 5.0
+# The deprecated 6to4 relay anycast range: routable, but no one host.
+SIXTOFOUR_RELAYS = ipaddress.ip_network("192.88.99.0/24")
 
 
 def _completed_only() -> list[WebhookEvent]:
@@ -133,9 +135,16 @@ def is_public_unicast(address: Address) -> bool:
     """A destination a webhook may reach: globally routable and one host. Python's
     `is_global` also says yes to multicast, and an IPv4-mapped IPv6 address is
     judged by the IPv4 address it carries."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not (address.is_multicast or address.is_reserved)
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address inside (mapped, or 6to4's) is judged as itself.
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is not None:
+            return is_public_unicast(inner)
+        if address.is_site_local:
+            return False
+    return address.is_global and not (
+        address.is_multicast or address.is_reserved or address in SIXTOFOUR_RELAYS
+    )
 
 
 async def _resolve(host: str, port: int) -> list[Address]:

@@ -386,6 +386,17 @@ async def test_prefer_wait_gives_up_after_the_wait(live: str, execution_log: str
     assert 0.5 <= elapsed < 3
 
 
+async def test_a_wait_that_runs_out_answers_the_job_as_it_is_then(live: str) -> None:
+    body = {"task": "steps", "input": {"steps": 1000, "duration_s": 10}}
+    async with httpx.AsyncClient(base_url=f"http://{live}", timeout=30) as http:
+        response = await http.post("/v1/jobs", json=body, headers={"Prefer": "wait=2"})
+        await http.post(f"/v1/jobs/{response.json()['id']}/cancel")
+    assert response.status_code == 202
+    # Not the job as it was submitted: running, with the progress it reported.
+    assert response.json()["status"] == "running"
+    assert response.json()["progress"] > 0
+
+
 async def test_progress_is_throttled_to_about_ten_a_second(live: str) -> None:
     job_id = await submit(live, "steps", steps=1000, duration_s=1.0)
     events, _ = await collect(f"ws://{live}/v1/jobs/{job_id}/events?after=0")

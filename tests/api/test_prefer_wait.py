@@ -76,7 +76,8 @@ async def test_a_client_that_hangs_up_ends_its_wait_within_a_second(
             return bool((await http.get("/v1/jobs")).json()["jobs"])
 
         await until_true(job_listed)
-    assert len(server.server_state.tasks) == 1
+    # Only the waiting request is in hand (the listing's requests are done).
+    await until(lambda: len(server.server_state.tasks) == 1)
     writer.close()
     await writer.wait_closed()
     hung_up = time.monotonic()
@@ -104,18 +105,34 @@ def test_sigterm_answers_the_waits_in_progress_within_the_grace(
                 )
             )
 
+        streamed: list[str] = []
+        stream_open = threading.Event()
+
+        def follow_the_job(job_id: str) -> None:
+            url = f"{service.base_url}/v1/jobs/{job_id}/events"
+            with httpx.stream("GET", url, timeout=30) as response:
+                for line in response.iter_lines():
+                    streamed.append(line)
+                    stream_open.set()
+
         waiting = threading.Thread(target=wait_for_a_job)
         waiting.start()
         # The job exists once the request waits on it.
         deadline = time.monotonic() + 10
-        while not httpx.get(f"{service.base_url}/v1/jobs").json()["jobs"]:
+        while not (listed := httpx.get(f"{service.base_url}/v1/jobs").json()["jobs"]):
             assert time.monotonic() < deadline, "the submission never arrived"
             time.sleep(0.02)
+        # An event stream of the queued job is open too (its first event read).
+        following = threading.Thread(target=follow_the_job, args=(listed[0]["id"],))
+        following.start()
+        assert stream_open.wait(10)
         signalled = time.monotonic()
         api.send_signal(signal.SIGTERM)
         code = api.wait(timeout=30)
         stopped_s = time.monotonic() - signalled
         waiting.join(timeout=10)
+        following.join(timeout=10)
+        assert not following.is_alive(), "the event stream was not ended"
     # uvicorn ends a graceful shutdown by re-raising the signal it caught.
     assert code in (0, -signal.SIGTERM), service.log_text()
     assert "Application shutdown complete" in service.log_text()

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from factq.api.deps import (
     BrokerDep,
@@ -32,7 +33,13 @@ from factq.api.deps import (
 from factq.api.json_body import JSONBodyRoute, is_json, refuse_media_type
 from factq.api.submission import JobRequest, admit, enqueue, validate_request
 from factq.api.uploads import Update, hex_of_upload, read_update
-from factq.errors import AlreadyFinished, InvalidInput, InvalidRequest, JobNotFound
+from factq.errors import (
+    AlreadyFinished,
+    BackendUnavailable,
+    InvalidInput,
+    InvalidRequest,
+    JobNotFound,
+)
 from factq.models import Job, JobError, JobStatus
 from factq.settings import Settings
 from factq.store import UPLOAD_TTL_S, Store, Transition
@@ -179,14 +186,17 @@ async def _apply_update(
         await store.mark_running(job.id)
     # The conversion to hexadecimal is big-number work: gmpy2 holds the GIL,
     # so it runs in a process, not a thread, to keep the loop free.
-    await asyncio.get_running_loop().run_in_executor(
-        converter,
-        hex_of_upload,
-        settings.redis_url.get_secret_value(),
-        update.upload,
-        hex_upload,
-        UPLOAD_TTL_S,
-    )
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            converter,
+            hex_of_upload,
+            settings.redis_url.get_secret_value(),
+            update.upload,
+            hex_upload,
+            UPLOAD_TTL_S,
+        )
+    except (RedisError, OSError) as exc:
+        raise BackendUnavailable("Redis is unavailable") from exc
     summary = {
         "digits": update.digits,
         "head": update.head.decode(),

@@ -339,14 +339,39 @@ async def job_events_stream(
     store: StoreDep,
     hub: HubDep,
     owner: OwnerDep,
+    request: Request,
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's current state, then each change, until it ends; `id:` is the event's `seq`.
 
     A reconnecting client's `Last-Event-ID` (or `?after=`) resumes after that event.
+    A stopping server ends the stream at once; the client resumes elsewhere.
     """
     job_id, resume = start
-    async for event in follow(store, hub, job_id, owner, after=resume):
+    events = follow(store, hub, job_id, owner, after=resume)
+    async for event in _until_set(events, request.state.stopping):
         yield ServerSentEvent(raw_data=event.model_dump_json(), id=str(event.seq))
+
+
+async def _until_set(
+    events: AsyncIterator[JobEvent], stop: asyncio.Event
+) -> AsyncIterator[JobEvent]:
+    """The events, until they end or `stop` is set, whichever comes first."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+                return
+            try:
+                event = following.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        stopped.cancel()
 
 
 def _seq(last_event_id: str | None) -> int | None:

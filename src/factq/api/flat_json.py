@@ -103,8 +103,10 @@ class FlatObjectReader:
 
     def _in_string(self, data: bytes, i: int, piece: Callable[[bytes], None]) -> int:
         """Read string text from i up to its closing quote; the index after what was read."""
+        quote = data.find(b'"', i)  # found once: a string of escapes stays linear
         while i < len(data):
-            quote = data.find(b'"', i)
+            if 0 <= quote < i:
+                quote = data.find(b'"', i)
             backslash = data.find(b"\\", i)
             stop = min(j for j in (quote, backslash, len(data)) if j >= 0)
             if stop > i:
@@ -127,6 +129,8 @@ class FlatObjectReader:
 
     @staticmethod
     def _escape(data: bytes, at: int) -> tuple[bytes, int] | None:
+        """The text of the escape at `at` and the index after it; None when the
+        chunk ends inside it."""
         if at + 1 >= len(data):
             return None
         kind = data[at + 1]
@@ -134,23 +138,16 @@ class FlatObjectReader:
             return ESCAPES[kind], at + 2
         if kind != ord("u"):
             raise InvalidInput("malformed JSON: an invalid escape in a string")
-        if at + 6 > len(data):
+        end = _unicode_escape_end(data, at)
+        if end is None:
             return None
-        end = at + 6
-        try:
-            code = int(data[at + 2 : end], 16)
-        except ValueError:
-            raise InvalidInput("malformed JSON: an invalid \\u escape in a string") from None
-        # A high surrogate needs its low half, the next escape: json decodes the pair.
-        if 0xD800 <= code <= 0xDBFF:
-            if end + 6 > len(data):
-                return None
-            end += 6
         try:
             text = json.loads(b'"' + data[at:end] + b'"')
         except ValueError:
             raise InvalidInput("malformed JSON: an invalid \\u escape in a string") from None
-        return text.encode("utf-8", errors="replace"), end
+        # A lone surrogate has no UTF-8 form: U+FFFD stands for it.
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+        return text.encode("utf-8"), end
 
     def _key_piece(self, text: bytes) -> None:
         self._key += text
@@ -178,3 +175,23 @@ class FlatObjectReader:
         if state is _State.END:
             return "malformed JSON: data after the object"
         return f"malformed JSON: unexpected {chr(byte)!r}"
+
+
+def _unicode_escape_end(data: bytes, at: int) -> int | None:
+    """Where the \\uXXXX escape at `at` ends: after its low half too when it is a
+    high surrogate followed by one (json decodes the pair; a lone half, which
+    JSON allows, becomes U+FFFD). None when the chunk ends too soon to tell."""
+    end = at + 6
+    if end > len(data):
+        return None
+    try:
+        code = int(data[at + 2 : end], 16)
+    except ValueError:
+        raise InvalidInput("malformed JSON: an invalid \\u escape in a string") from None
+    if not 0xD800 <= code <= 0xDBFF:
+        return end
+    if end + 2 > len(data):
+        return None
+    if data[end : end + 2] != b"\\u":
+        return end
+    return end + 6 if end + 6 <= len(data) else None

@@ -19,9 +19,11 @@ from factq.api.deps import (
     RegistryDep,
     SettingsDep,
     StoreDep,
+    StreamsDep,
     checked_job_id,
 )
 from factq.api.json_body import JSONBodyRoute
+from factq.api.streams import caller_of
 from factq.api.submission import (
     BatchRequest,
     JobRequest,
@@ -40,6 +42,7 @@ from factq.errors import (
     JobCancelled,
     JobFailed,
     NotFinished,
+    RateLimited,
 )
 from factq.events import EventHub, follow
 from factq.models import Job, JobStatus
@@ -118,6 +121,7 @@ async def submit_job(
     registry: RegistryDep,
     hub: HubDep,
     owner: OwnerDep,
+    streams: StreamsDep,
     prefer: Annotated[
         str | None,
         Header(description="`wait=S` (S up to 60): answer when the job ends, or after S seconds."),
@@ -146,8 +150,17 @@ async def submit_job(
     wait_s = preferred_wait_s(prefer)
     if wait_s is None:
         return job
+    # A wait follows the job live, as a stream does, and counts as one: past
+    # the caller's cap it is not applied (the job is queued all the same).
+    try:
+        slot = streams.acquire(caller_of(request, owner))
+    except RateLimited:
+        return job
     response.headers["Preference-Applied"] = f"wait={wait_s:g}"
-    job = await wait_until_final(request, store, hub, job, owner, wait_s)
+    try:
+        job = await wait_until_final(request, store, hub, job, owner, wait_s)
+    finally:
+        slot.release()
     if job.status.is_terminal:
         response.status_code = status.HTTP_200_OK
     return job
@@ -286,12 +299,12 @@ async def wait_until_final(
     has hung up, or the server is stopping. The job is queued whatever happens:
     a wait that fails (Redis went away) ends it early too."""
 
-    async def follow_to_end() -> Job:
-        last = job
+    latest = [job]
+
+    async def follow_to_end() -> None:
         with contextlib.suppress(FactqError):
             async for event in follow(store, hub, job.id, owner):
-                last = event.job
-        return last
+                latest[0] = event.job
 
     follower = asyncio.create_task(follow_to_end())
     others = [asyncio.create_task(_hung_up(request))]
@@ -303,9 +316,7 @@ async def wait_until_final(
             task.cancel()
         # Bounded: a task that swallowed its cancellation must not hold the answer.
         await asyncio.wait([follower, *others], timeout=CANCEL_GRACE_S)
-    if follower.done() and not follower.cancelled() and follower.exception() is None:
-        return follower.result()
-    return job
+    return latest[0]
 
 
 async def _hung_up(request: Request) -> None:

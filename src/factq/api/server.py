@@ -111,6 +111,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Whatever comes next (a new request, or bytes that start none, such
+        # as a bare CRLF) must make a whole head in time, or the connection goes.
+        if not self.transport.is_closing() and self._head_timer is None:
+            self._start_head_timer()
+
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
 
@@ -121,11 +128,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        # Only while the connection is still an HTTP one waiting for its head
-        # (not handed over to a WebSocket, not already serving a request).
+        # Not an HTTP connection any more (handed over to a WebSocket), or gone.
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
         if self.cycle is not None and not self.cycle.response_complete:
+            # Serving a request (a long wait, a stream): look again later, so
+            # that a head pipelined behind it is held to a deadline too.
+            self._start_head_timer()
             return
         self.transport.close()
 

@@ -107,15 +107,16 @@ async def read_update(request: Request, store: Store) -> Update:
             await update.flush(store)
         keys = reader.close()
         await update.flush(store)
+        missing = sorted({"id", "status"} - keys)
+        if missing:
+            raise InvalidInput(f"{', '.join(missing)}: field required")
+        update.job_id, update.status = update.short("id"), update.short("status")
+        if update.status not in STATUSES:
+            raise InvalidInput("status: must be processing, done or failed")
     except BaseException:
+        # A body refused (or cut off) leaves nothing of itself in Redis.
         await store.drop_uploads([update.upload] if update.upload else [])
         raise
-    missing = sorted({"id", "status"} - keys)
-    if missing:
-        raise InvalidInput(f"{', '.join(missing)}: field required")
-    update.job_id, update.status = update.short("id"), update.short("status")
-    if update.status not in STATUSES:
-        raise InvalidInput("status: must be processing, done or failed")
     return update
 
 

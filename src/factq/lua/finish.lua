@@ -6,7 +6,8 @@
 -- ARGV: channel, result_ttl, status, summary or error JSON, result values...
 -- Or, with ARGV[5] '@uploads', the results were uploaded already: KEYS[3..]
 -- are the result keys, then as many upload keys, each moved into its own.
--- Returns {outcome, job fields}: outcome 'finished', 'terminal' or 'missing'.
+-- Returns {outcome, job fields}: outcome 'finished', 'terminal' or 'missing'
+-- (or 'missing_upload', nothing changed).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', {}} end
 if TERMINAL[status] then return {'terminal', redis.call('HGETALL', KEYS[1])} end
@@ -20,6 +21,10 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
 end
 if target == 'succeeded' and ARGV[5] == '@uploads' then
   local formats = (#KEYS - 2) / 2
+  -- All there, or nothing moved: an upload that expired leaves the job running.
+  for i = 3 + formats, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 0 then return {'missing_upload', {}} end
+  end
   for i = 3, 2 + formats do
     redis.call('RENAME', KEYS[i + formats], KEYS[i])
     redis.call('EXPIRE', KEYS[i], ttl)

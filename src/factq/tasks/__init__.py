@@ -89,6 +89,13 @@ class Task:
                     for error, message in zip(errors, messages, strict=True)
                 ],
             ) from None
+        long = _long_integer(raw)
+        if long is not None:
+            # Taken by a field of any type: still no value this service can read.
+            raise InvalidInput(
+                f"invalid input for task {self.name!r}: {long.describe()} is more than "
+                f"the {sys.get_int_max_str_digits():,} digits read"
+            )
         return model.model_dump(mode="json")
 
 
@@ -135,6 +142,18 @@ class TaskRegistry(Mapping[str, Task]):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _long_integer(value: Any) -> LongInteger | None:
+    """The first integer too long to read anywhere in a JSON value, if any."""
+    if isinstance(value, LongInteger):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        found = _long_integer(item)
+        if found is not None:
+            return found
+    return None
 
 
 def _messages(model: type[BaseModel], errors: Sequence[ErrorDetails]) -> list[str]:
