@@ -107,14 +107,18 @@ def _identity(x: int) -> TaskOutput:
     return TaskOutput(summary={"x": x}, formats={"decimal": str(x).encode()})
 
 
-def test_an_integer_too_long_to_read_is_refused_even_without_a_bound() -> None:
-    task = Task(
+def _task_of(model: type[BaseModel]) -> Task:
+    return Task(
         name="identity",
         description="x",
         function=_identity,
-        input_model=Unbounded,
+        input_model=model,
         formats=(ResultFormat("decimal"),),
     )
+
+
+def test_an_integer_too_long_to_read_is_refused_even_without_a_bound() -> None:
+    task = _task_of(Unbounded)
     with pytest.raises(InvalidInput) as refused:
         task.validate_input(json_numbers.loads('{"x": ' + "7" * 5000 + "}"))
     assert refused.value.details == [
@@ -130,13 +134,7 @@ class Anything(BaseModel):
 
 
 def test_an_integer_too_long_to_read_is_refused_in_a_field_of_any_type() -> None:
-    task = Task(
-        name="anything",
-        description="x",
-        function=_identity,
-        input_model=Anything,
-        formats=(ResultFormat("decimal"),),
-    )
+    task = _task_of(Anything)
     with pytest.raises(InvalidInput, match="5,000 digits"):
         task.validate_input(json_numbers.loads('{"x": [1, {"y": ' + "7" * 5000 + "}]}"))
     assert task.validate_input({"x": [1, {"y": 7}]}) == {"x": [1, {"y": 7}]}

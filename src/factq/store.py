@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from factq import lua
-from factq.computations import Computations
+from factq.computations import Computation, Computations
 from factq.errors import (
     AlreadyFinished,
     BackendUnavailable,
@@ -288,17 +288,33 @@ class Store:
     ) -> Transition:
         """Store the result and end the job, once; a cancel asked meanwhile wins."""
         fmts = list(results)
-        outcome, flat = await self._scripts["finish"](
-            keys=[*self._job_keys(job_id), *(self.names.result(job_id, fmt) for fmt in fmts)],
+        outcome, flat = await self._succeed(job_id, summary, fmts, [results[f] for f in fmts])
+        return self._transition(outcome, flat)
+
+    async def _succeed(
+        self,
+        job_id: str,
+        summary: dict[str, Any],
+        fmts: Sequence[str],
+        values: Sequence[bytes | str],
+        uploads: Sequence[str] = (),
+    ) -> Any:
+        """The finish script ending the job succeeded, its results in `values` (or,
+        with `values` '@uploads', moved from the `uploads` keys)."""
+        return await self._scripts["finish"](
+            keys=[
+                *self._job_keys(job_id),
+                *(self.names.result(job_id, fmt) for fmt in fmts),
+                *uploads,
+            ],
             args=[
                 self.names.events_channel,
                 self._settings.result_ttl_s,
                 JobStatus.SUCCEEDED.value,
                 json.dumps(summary, separators=(",", ":")),
-                *(results[fmt] for fmt in fmts),
+                *values,
             ],
         )
-        return self._transition(outcome, flat)
 
     @backend_errors
     async def append_upload(self, key: str, data: bytes) -> None:
@@ -319,19 +335,8 @@ class Store:
     ) -> Transition:
         """`mark_succeeded`, with each format's result moved from its upload key."""
         fmts = list(uploads)
-        outcome, flat = await self._scripts["finish"](
-            keys=[
-                *self._job_keys(job_id),
-                *(self.names.result(job_id, fmt) for fmt in fmts),
-                *(uploads[fmt] for fmt in fmts),
-            ],
-            args=[
-                self.names.events_channel,
-                self._settings.result_ttl_s,
-                JobStatus.SUCCEEDED.value,
-                json.dumps(summary, separators=(",", ":")),
-                "@uploads",
-            ],
+        outcome, flat = await self._succeed(
+            job_id, summary, fmts, ["@uploads"], [uploads[fmt] for fmt in fmts]
         )
         if outcome == b"missing_upload":
             # Expired, or lost with a Redis restart: the job is unchanged.
@@ -394,13 +399,23 @@ class Store:
             await self._redis.delete(*keys)
 
     @backend_errors
-    async def delete_job(self, job_id: str, owner: str, result_formats: Sequence[str]) -> None:
-        """Forget a finished job and its results now, and free its Idempotency-Key."""
+    async def delete_job(
+        self,
+        job_id: str,
+        owner: str,
+        result_formats: Sequence[str],
+        computation: Computation | None = None,
+    ) -> None:
+        """Forget a finished job and its results now; free its Idempotency-Key, and
+        its computation's stored outcome when that is this job's."""
         record = await self._redis.hget(self.names.job(job_id), "idempotency_key")
         results = [self.names.result(job_id, fmt) for fmt in result_formats]
+        extras = [text(record)] if record else []
+        if computation is not None:
+            extras.append(computation.outcome_key)
         outcome = await self._scripts["delete"](
-            keys=[*self._job_keys(job_id), *results, *([text(record)] if record else [])],
-            args=[owner, len(results)],
+            keys=[*self._job_keys(job_id), *results, *extras],
+            args=[owner, len(results), int(bool(record)), int(computation is not None)],
         )
         if outcome == b"missing":
             raise JobNotFound(job_id)

@@ -44,6 +44,7 @@ async def test_job_ids_are_distinct(client: httpx.AsyncClient) -> None:
     assert len(ids) == 20
 
 
+JOB_BODY: dict[str, Any] = {"task": "factorial", "input": {"n": 5}}
 BAD_BODIES: list[tuple[str, Any, str]] = [
     ("negative", {"task": "factorial", "input": {"n": -1}}, "invalid_input"),
     ("float", {"task": "factorial", "input": {"n": 1.5}}, "invalid_input"),
@@ -58,6 +59,16 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("unknown field", {"task": "factorial", "input": {"n": 5}, "x": 1}, "invalid_input"),
     ("unknown task", {"task": "fibonacci", "input": {"n": 5}}, "unknown_task"),
     ("body not an object", [1, 2], "invalid_input"),
+    (
+        "deadline a boolean",
+        {"task": "factorial", "input": {"n": 5}, "deadline_s": True},
+        "invalid_input",
+    ),
+    (
+        "deadline a string",
+        {"task": "factorial", "input": {"n": 5}, "deadline_s": "9"},
+        "invalid_input",
+    ),
 ]
 
 
@@ -126,12 +137,13 @@ async def test_a_batch_with_bad_items_names_each_index_and_queues_nothing(
     items[1]["input"]["n"] = -1
     items[3] = {"task": "nope", "input": {}}
     items[4] = "not an object"
+    items[5]["deadline_s"] = True
     response = await client.post("/v1/jobs/batch", json={"jobs": items})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["type"] == "invalid_input"
-    assert sorted({d["index"] for d in error["details"]}) == [1, 3, 4]
-    assert "1, 3, 4" in error["message"]
+    assert sorted({d["index"] for d in error["details"]}) == [1, 3, 4, 5]
+    assert "1, 3, 4, 5" in error["message"]
     assert await queue_depth(settings) == 0
 
 

@@ -18,6 +18,8 @@ from factq.redis_edge import text
 from factq.settings import Settings
 from factq.tasks import TaskRegistry
 
+# Owners the tests that use the store directly name.
+TEST_OWNERS = ("alice", "bob", "someone-else")
 # Where the tests' requests come from: httpx's ASGI transport, and loopback.
 TEST_CLIENT_HOSTS = ("127.0.0.1", "::1")
 
@@ -43,11 +45,11 @@ async def namespace_keys(
     index, and each job's own keys; `job_ids` adds jobs made without the index."""
     names = Names(settings.namespace)
     registry = TaskRegistry.from_settings(settings)
-    owners = [ANONYMOUS, *(owner_of(key) for key in settings.api_key_list)]
+    owners = [ANONYMOUS, *TEST_OWNERS, *(owner_of(key) for key in settings.api_key_list)]
     keys = {names.webhooks}
     for owner in owners:
         keys |= {names.owner_jobs(owner), names.owner_active(owner), names.owner_counter(owner)}
-    keys |= set(_limiter_keys(settings, owners))
+    keys |= set(_limiter_keys(settings, [owner_of(key) for key in settings.api_key_list]))
     async with client.pipeline(transaction=False) as pipe:
         for owner in owners:
             pipe.zrange(names.owner_jobs(owner), 0, -1)
@@ -78,9 +80,7 @@ def _limiter_keys(settings: Settings, owners: Iterable[str]) -> Iterator[str]:
     if not settings.rate_limit:
         return
     item = parse(settings.rate_limit)
-    callers = [owner for owner in owners if owner] or [
-        f"address:{host}" for host in TEST_CLIENT_HOSTS
-    ]
+    callers = list(owners) or [f"address:{host}" for host in TEST_CLIENT_HOSTS]
     for caller in callers:
         yield f"{settings.namespace}:limits:{item.key_for(caller)}"
 

@@ -64,6 +64,21 @@ async def test_a_later_identical_job_reuses_the_stored_result(
     assert (await client.get(f"/v1/jobs/{later['id']}/result")).text == "a"
 
 
+async def test_deleting_the_job_whose_outcome_is_stored_forgets_that_outcome(
+    client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        first = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
+        stored = store.computations.of("memo", first["input"])
+        assert await store.computations.outcome(stored) == first["id"]
+        assert (await client.delete(f"/v1/jobs/{first['id']}")).status_code == 204
+        assert await store.computations.outcome(stored) is None
+        # The next identical job computes it again, rather than finding a job gone.
+        again = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
+    assert again["status"] == "succeeded"
+    assert [tag for tag, _ in executions(execution_log)] == ["a", "a"]
+
+
 async def test_identical_factorials_all_get_the_exact_value(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -271,8 +271,12 @@ async def delete_job(
 ) -> Response:
     """Delete a finished job and its result before their TTL."""
     job = await store.get_job(checked_job_id(job_id), owner)
-    formats = [f.name for f in registry[job.task].formats] if job.task in registry else []
-    await store.delete_job(job.id, owner, formats)
+    task = registry.get(job.task)
+    formats = [f.name for f in task.formats] if task else []
+    computation = None
+    if task is not None and task.deterministic:
+        computation = store.computations.of(task.name, job.input, task.version)
+    await store.delete_job(job.id, owner, formats, computation)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -59,6 +59,8 @@ class JobRequest(BaseModel):
     )
     deadline_s: float | None = Field(
         None,
+        # A number, never a boolean or a numeric string (as JSON Schema says).
+        strict=True,
         gt=0,
         le=30 * 86_400,
         description="Not started within this many seconds of submission: not run, "
