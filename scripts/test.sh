@@ -11,6 +11,8 @@ $bin/ruff check src tests bench
 $bin/ruff format --check src tests bench
 stage "mypy"
 $bin/mypy
+stage "import contracts"
+$bin/lint-imports
 stage "compose file"
 # Against the Compose Specification's schema shipped with check-jsonschema:
 # offline, and no system package needed.

@@ -16,9 +16,9 @@ import pytest
 from factq.api import create_app
 from factq.api.server import Server
 from factq.broker import Broker
-from factq.serve import server_config
+from factq.cli.serve import server_config
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.store import Store
 from factq.worker import Worker
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from factq import cli, cli_jobs
+from factq import cli
+from factq.cli import jobs as cli_jobs
 from tests.support.service import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,8 +24,11 @@ SERVER_MODULES = (
     "factq.api",
     "factq.worker",
     "factq.broker",
-    "factq.store",
-    "factq.serve",
+    "factq.state",
+    "factq.submit",
+    "factq.webhooks",
+    "factq.tasks",
+    "factq.cli.serve",
     "factq.settings",
     "pydantic_settings",
     "limits",
@@ -103,18 +107,35 @@ def test_job_commands_import_no_server_module(args: list[str]) -> None:
         assert done.returncode == 0
     else:
         assert done.returncode == cli_jobs.EXIT_UNAVAILABLE, done.stderr[-2000:]
-        assert "factq.cli_jobs" in modules and "httpx" in modules
+        assert "factq.cli.jobs" in modules and "httpx" in modules
     assert server_modules_in(modules) == []
 
 
 def test_the_server_commands_do_load_the_stack() -> None:
     """The check above can fail: these names are what a server command imports."""
-    done, modules = run_importing("-c", "import factq.serve, factq.api, factq.worker")
+    done, modules = run_importing("-c", "import factq.cli.serve, factq.api, factq.worker")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert {"uvicorn", "fastapi", "aio_pika", "redis", "factq.store"} <= set(
+    assert {"uvicorn", "fastapi", "aio_pika", "redis", "factq.state.store"} <= set(
         server_modules_in(modules)
     )
 
 
 def test_every_job_command_has_a_handler() -> None:
     assert set(cli_jobs.HANDLERS) == cli.JOB_COMMANDS
+
+
+def test_the_client_imports_only_the_contract() -> None:
+    """`factq.client` ships alone: the contract's models and httpx, no server part."""
+    done, modules = run_importing("-c", "import factq.client")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"factq.client", "factq.schema", "httpx", "pydantic"} <= modules
+    server = {"redis", "aio_pika", "gmpy2", "fastapi", "pebble", "standardwebhooks"}
+    assert sorted(m for m in modules if m.split(".")[0] in server) == []
+    assert (
+        sorted(
+            m
+            for m in modules
+            if m.startswith("factq.") and not m.startswith(("factq.client", "factq.schema"))
+        )
+        == []
+    )

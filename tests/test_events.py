@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from factq import events
-from factq.api.submission import new_job_id
-from factq.events import EventHub, SlowSubscriber, Subscription, follow
-from factq.models import JobError, JobEvent, JobStatus
+from factq.schema import JobError, JobEvent, JobStatus
 from factq.settings import Settings
-from factq.store import NewJob, Store
+from factq.state import events
+from factq.state.events import EventHub, SlowSubscriber, Subscription, follow
+from factq.state.records import NewJob
+from factq.state.store import Store
+from factq.submit import new_job_id
 from tests.support.waiting import in_background, until
 
 
@@ -24,14 +25,14 @@ async def hub(settings: Settings) -> AsyncIterator[EventHub]:
 
 async def new_job(store: Store) -> str:
     job = NewJob(new_job_id(), "factorial", {"n": 5}, "")
-    await store.create_jobs([job])
-    await store.confirm_jobs([job.job_id])
+    await store.jobs.create([job])
+    await store.jobs.confirm([job.job_id])
     return job.job_id
 
 
 async def test_a_subscriber_a_whole_buffer_behind_is_dropped(store: Store) -> None:
     job_id = await new_job(store)
-    event = await store.get_event(job_id)
+    event = await store.events.current(job_id)
     subscription = Subscription(job_id, size=2)
     for _ in range(3):
         subscription.deliver(event)
@@ -45,9 +46,9 @@ async def test_the_hub_routes_each_event_to_its_jobs_subscribers(
     watched, other = await new_job(store), await new_job(store)
     with hub.subscribe(watched) as subscription:
         # Garbage on the channel is skipped, not fatal.
-        await store._redis.publish(store.names.events_channel, b'{"job_id":"' + b"x" * 40)
-        await store.mark_running(other)
-        await store.mark_running(watched)
+        await store._redis.publish(store.keys.events_channel, b'{"job_id":"' + b"x" * 40)
+        await store.runs.mark_running(other)
+        await store.runs.mark_running(watched)
         item = await subscription.next(5)
         assert hub.subscriber_count == 1
     assert isinstance(item, JobEvent)
@@ -73,14 +74,14 @@ async def test_follow_fills_a_gap_left_by_a_lost_pubsub_message(
     seen: list[JobEvent] = []
 
     async def consume() -> None:
-        async for event in follow(store, hub, job_id, ""):
+        async for event in follow(store.events, hub, job_id, ""):
             seen.append(event)
 
     async with in_background(consume()) as following:
         # Subscribed, and the job read as it was: the changes come after.
         await until(lambda: seen)
-        await store.mark_running(job_id)
-        await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
+        await store.runs.mark_running(job_id)
+        await store.runs.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
         await asyncio.wait_for(following, 10)
     assert dropped
     assert [(e.seq, e.job.status) for e in seen] == [
@@ -96,12 +97,14 @@ async def test_follow_finds_a_lost_final_event_after_a_quiet_spell(
     monkeypatch.setattr(events, "RESYNC_AFTER_S", 0.2)
     monkeypatch.setattr(hub, "_route", lambda data: None)  # every live event lost
     job_id = await new_job(store)
-    await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
     seen: list[JobEvent] = []
-    async with in_background(_collect(follow(store, hub, job_id, "", after=0), seen)) as following:
+    async with in_background(
+        _collect(follow(store.events, hub, job_id, "", after=0), seen)
+    ) as following:
         # Both logged events sent: the follower waits on live events, which are lost.
         await until(lambda: len(seen) == 2)
-        await store.mark_failed(job_id, JobError(type="task_error", message="boom"))
+        await store.runs.mark_failed(job_id, JobError(type="task_error", message="boom"))
         await asyncio.wait_for(following, 10)
     assert [e.seq for e in seen] == [1, 2, 3]
     assert seen[-1].job.status is JobStatus.FAILED

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from factq.models import Job, JobStatus
+from factq.schema import JobStatus
+from factq.state.records import job_from_fields
 
 
 def test_a_finished_job_has_its_metrics_and_result_url() -> None:
-    job = Job.from_fields(
+    job = job_from_fields(
         {
             "id": "ab" * 16,
             "task": "factorial",
@@ -39,7 +40,7 @@ def test_a_finished_job_has_its_metrics_and_result_url() -> None:
 
 
 def test_a_queued_job_has_no_times_yet() -> None:
-    job = Job.from_fields(
+    job = job_from_fields(
         {
             "id": "cd" * 16,
             "task": "factorial",

@@ -36,13 +36,13 @@ from hypothesis.stateful import (
 )
 from redis.exceptions import ResponseError
 
-from factq.api.submission import new_job_id
 from factq.errors import AlreadyFinished, JobNotFound, NotFinished
-from factq.models import Job, JobError, JobStatus
-from factq.names import Names
-from factq.redis_edge import text
-from factq.store import NewJob, Store
-from factq.webhooks import WebhookEvent, WebhookRequest
+from factq.schema import Job, JobError, JobStatus, WebhookEvent, WebhookRequest
+from factq.state.connection import text
+from factq.state.keys import Keys
+from factq.state.records import NewJob, job_from_fields
+from factq.state.store import Store
+from factq.submit import new_job_id
 from factq.worker.progress import ProgressReporter
 from tests.conftest import make_settings
 from tests.support.backends import namespace_keys
@@ -309,16 +309,16 @@ async def call(store: Store, job_id: str, owner: str, op: Op) -> tuple[str, Job 
     """Run one change through the store: its outcome, and the job it answered with."""
     try:
         if op.kind in ("cancel", "cancel_stranger"):
-            job = await store.cancel_job(job_id, owner if op.kind == "cancel" else STRANGER)
+            job = await store.jobs.cancel(job_id, owner if op.kind == "cancel" else STRANGER)
             return ("cancelled" if job.status is CANCELLED else "requested"), job
         if op.kind == "start":
-            transition = await store.mark_running(job_id)
+            transition = await store.runs.mark_running(job_id)
         elif op.kind == "succeed":
-            transition = await store.mark_succeeded(job_id, op.summary, op.results)
+            transition = await store.runs.mark_succeeded(job_id, op.summary, op.results)
         elif op.kind == "fail":
-            transition = await store.mark_failed(job_id, op.error)
+            transition = await store.runs.mark_failed(job_id, op.error)
         else:
-            transition = await store.mark_cancelled(job_id)
+            transition = await store.runs.mark_cancelled(job_id)
     except JobNotFound:
         return "missing", None
     except AlreadyFinished:
@@ -397,8 +397,8 @@ class JobStateMachine(RuleBasedStateMachine):
             self.runner.close()
 
     @property
-    def names(self) -> Names:
-        return self.store.names
+    def names(self) -> Keys:
+        return self.store.keys
 
     def run(self, awaitable: Awaitable[T]) -> T:
         async def wait() -> T:
@@ -475,9 +475,9 @@ class JobStateMachine(RuleBasedStateMachine):
         """note_lost_attempt: the running attempt's pool process died; the
         flag is internal (no event) and belongs to that attempt only."""
         job_id = self._pick(pick, RUNNING)
-        self.run(self.store.note_lost_attempt(job_id))
+        self.run(self.store.runs.note_lost_attempt(job_id))
         self.expected[job_id].note_lost()
-        assert self.run(self.store.was_last_attempt_lost(job_id)) == self.expected[job_id].lost
+        assert self.run(self.store.runs.was_last_attempt_lost(job_id)) == self.expected[job_id].lost
 
     @rule(pick=PICKS)
     def cancelled_by_worker(self, pick: int) -> None:
@@ -496,8 +496,8 @@ class JobStateMachine(RuleBasedStateMachine):
         other_id = others[other % len(others)]
         exp = self.expected[job_id]
         try:
-            transition = self.run(self.store.finish_like(job_id, other_id, FORMATS))
-            outcome, job = transition.outcome, transition.job
+            transition = self.run(self.store.runs.finish_like(job_id, other_id, FORMATS))
+            outcome, job = str(transition.outcome), transition.job
         except ResponseError as exc:
             assert "cannot finish" in str(exc)
             outcome, job = "refused", None
@@ -532,7 +532,7 @@ class JobStateMachine(RuleBasedStateMachine):
         payload = next(self.payloads)
         for _ in range(times):
             if kind == "confirm":
-                self.run(self.store.confirm_jobs([job_id]))
+                self.run(self.store.jobs.confirm([job_id]))
                 self.expected[job_id].confirmed = True
             elif kind == "progress":
                 self._report(job_id, payload % 7 / 5 - 0.2)
@@ -554,7 +554,7 @@ class JobStateMachine(RuleBasedStateMachine):
         for kind in OP_KINDS:
             assert self.run(call(self.store, job_id, "", Op(kind, 0))) == ("missing", None)
         self.reporter.for_job(job_id, min_interval_s=0)(0.5)
-        self.run(self.store.confirm_jobs([job_id]))
+        self.run(self.store.jobs.confirm([job_id]))
         assert self.run(self._delete(job_id, "")) == "missing"
         keys = [self.names.job(job_id), self.names.events(job_id)]
         keys += [self.names.result(job_id, fmt) for fmt in FORMATS]
@@ -598,7 +598,7 @@ class JobStateMachine(RuleBasedStateMachine):
             )
             for owner, events in specs
         ]
-        created = self.run(self.store.create_jobs(new))
+        created = self.run(self.store.jobs.create(new))
         for job, stored in zip(new, created, strict=True):
             exp = Expected(
                 job.job_id, job.owner, frozenset(job.webhook.events if job.webhook else ())
@@ -607,7 +607,7 @@ class JobStateMachine(RuleBasedStateMachine):
             assert stored.id == job.job_id
             assert observe(stored) == exp.snapshot()
         if confirm:
-            self.run(self.store.confirm_jobs([job.job_id for job in new]))
+            self.run(self.store.jobs.confirm([job.job_id for job in new]))
             for job in new:
                 self.expected[job.job_id].confirmed = True
         return [job.job_id for job in new]
@@ -626,7 +626,7 @@ class JobStateMachine(RuleBasedStateMachine):
 
     async def _delete(self, job_id: str, owner: str) -> str:
         try:
-            await self.store.delete_job(job_id, owner, FORMATS)
+            await self.store.jobs.delete(job_id, owner, FORMATS)
         except JobNotFound:
             return "missing"
         except NotFinished:
@@ -636,7 +636,7 @@ class JobStateMachine(RuleBasedStateMachine):
     async def _actual(self, job_id: str) -> tuple[Snapshot | None, list[JobStatus]]:
         fields = await self.raw.hgetall(self.names.job(job_id))
         entries: Any = await self.raw.xrange(self.names.events(job_id))
-        job = Job.from_fields({text(k): text(v) for k, v in fields.items()}) if fields else None
+        job = job_from_fields({text(k): text(v) for k, v in fields.items()}) if fields else None
         statuses = [JobStatus(json.loads(entry[b"job"])["status"]) for _, entry in entries]
         return observe(job), statuses
 
@@ -729,7 +729,7 @@ class JobStateMachine(RuleBasedStateMachine):
                 self.controls.append(text(message["data"]))
 
     def _check_hash(self, exp: Expected, fields: dict[str, str]) -> None:
-        job = Job.from_fields(fields)
+        job = job_from_fields(fields)
         assert observe(job) == exp.snapshot()
         assert fields["owner"] == exp.owner
         stamps = [t for t in (job.created_at, job.started_at, job.finished_at) if t is not None]

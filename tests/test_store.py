@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from factq.api.submission import new_job_id
 from factq.errors import JobNotFound, NotFinished
-from factq.models import JobError, JobStatus
+from factq.schema import JobError, JobStatus
 from factq.settings import Settings
-from factq.store import NewJob, Store
+from factq.state.records import NewJob, Outcome
+from factq.state.store import Store
+from factq.submit import new_job_id
 
 RESULTS = {"decimal": b"120", "hex": b"78"}
 SUMMARY = {"digits": 3, "head": "120", "tail": "120"}
@@ -28,14 +29,14 @@ async def raw(settings: Settings):
 
 async def queued(store: Store, owner: str = "") -> str:
     job = NewJob(new_job_id(), "factorial", {"n": 5}, owner)
-    await store.create_jobs([job])
-    await store.confirm_jobs([job.job_id])
+    await store.jobs.create([job])
+    await store.jobs.confirm([job.job_id])
     return job.job_id
 
 
 async def events(raw: redis.Redis, store: Store, job_id: str) -> list[tuple[int, str]]:
     """(seq, status) of each event in the job's stream, whose entry ids are seq-0."""
-    entries: Any = await raw.xrange(store.names.events(job_id))
+    entries: Any = await raw.xrange(store.keys.events(job_id))
     return [
         (int(entry_id.split(b"-")[0]), json.loads(fields[b"job"])["status"])
         for entry_id, fields in entries
@@ -44,56 +45,56 @@ async def events(raw: redis.Redis, store: Store, job_id: str) -> list[tuple[int,
 
 async def test_a_new_job_lives_only_provisionally_until_confirmed(store: Store, raw) -> None:
     job = NewJob(new_job_id(), "factorial", {"n": 5}, "")
-    [created] = await store.create_jobs([job])
+    [created] = await store.jobs.create([job])
     assert created.status is JobStatus.QUEUED
     assert created.attempts == 0
-    assert 0 < await raw.ttl(store.names.job(job.job_id)) <= store._settings.provisional_ttl_s
-    await store.confirm_jobs([job.job_id])
-    assert await raw.ttl(store.names.job(job.job_id)) == -1
-    assert await raw.ttl(store.names.events(job.job_id)) == -1
+    assert 0 < await raw.ttl(store.keys.job(job.job_id)) <= store.settings.provisional_ttl_s
+    await store.jobs.confirm([job.job_id])
+    assert await raw.ttl(store.keys.job(job.job_id)) == -1
+    assert await raw.ttl(store.keys.events(job.job_id)) == -1
 
 
 async def test_the_happy_path_writes_one_event_per_change(store: Store, raw) -> None:
     job_id = await queued(store)
-    started = await store.mark_running(job_id)
+    started = await store.runs.mark_running(job_id)
     assert started.outcome == "started"
     assert started.job is not None and started.job.attempts == 1
-    done = await store.mark_succeeded(job_id, SUMMARY, RESULTS)
+    done = await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)
     assert done.outcome == "finished"
-    job = await store.get_job(job_id)
+    job = await store.jobs.get(job_id)
     assert job.status is JobStatus.SUCCEEDED
     assert job.result is not None and job.result["digits"] == 3
     assert job.metrics.queue_s is not None and job.metrics.run_s is not None
     assert await events(raw, store, job_id) == [(1, "queued"), (2, "running"), (3, "succeeded")]
-    ttl = store._settings.result_ttl_s
-    for key in (store.names.job(job_id), store.names.events(job_id)):
+    ttl = store.settings.result_ttl_s
+    for key in (store.keys.job(job_id), store.keys.events(job_id)):
         assert 0 < await raw.ttl(key) <= ttl
     for fmt, value in RESULTS.items():
-        assert await raw.get(store.names.result(job_id, fmt)) == value
-        assert 0 < await raw.ttl(store.names.result(job_id, fmt)) <= ttl
+        assert await raw.get(store.keys.result(job_id, fmt)) == value
+        assert 0 < await raw.ttl(store.keys.result(job_id, fmt)) <= ttl
 
 
 async def test_a_terminal_state_is_written_once(store: Store, raw) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
-    await store.mark_succeeded(job_id, SUMMARY, RESULTS)
+    await store.runs.mark_running(job_id)
+    await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)
     # A redelivered copy of the message tries everything again.
-    again = await store.mark_running(job_id)
+    again = await store.runs.mark_running(job_id)
     assert again.outcome == "terminal"
-    late = await store.mark_succeeded(job_id, {"digits": 1}, {"decimal": b"9", "hex": b"9"})
+    late = await store.runs.mark_succeeded(job_id, {"digits": 1}, {"decimal": b"9", "hex": b"9"})
     assert late.outcome == "terminal"
-    failed = await store.mark_failed(job_id, JobError(type="task_error", message="late"))
+    failed = await store.runs.mark_failed(job_id, JobError(type="task_error", message="late"))
     assert failed.outcome == "terminal"
-    job = await store.get_job(job_id)
+    job = await store.jobs.get(job_id)
     assert job.status is JobStatus.SUCCEEDED and job.error is None
-    assert await raw.get(store.names.result(job_id, "decimal")) == b"120"
+    assert await raw.get(store.keys.result(job_id, "decimal")) == b"120"
     assert [status for _, status in await events(raw, store, job_id)].count("succeeded") == 1
 
 
 async def test_a_redelivery_runs_again_with_one_more_attempt(store: Store) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
-    again = await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
+    again = await store.runs.mark_running(job_id)
     assert again.outcome == "started"
     assert again.job is not None and again.job.attempts == 2
 
@@ -101,32 +102,32 @@ async def test_a_redelivery_runs_again_with_one_more_attempt(store: Store) -> No
 async def test_only_a_running_job_can_succeed(store: Store) -> None:
     job_id = await queued(store)
     with pytest.raises(Exception, match="cannot succeed"):
-        await store.mark_succeeded(job_id, SUMMARY, RESULTS)
-    assert (await store.get_job(job_id)).status is JobStatus.QUEUED
+        await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)
+    assert (await store.jobs.get(job_id)).status is JobStatus.QUEUED
 
 
 async def test_a_queued_job_can_fail(store: Store) -> None:
     job_id = await queued(store)
-    failed = await store.mark_failed(job_id, JobError(type="expired", message="too late"))
+    failed = await store.runs.mark_failed(job_id, JobError(type="expired", message="too late"))
     assert failed.job is not None and failed.job.status is JobStatus.FAILED
     assert failed.job.error is not None and failed.job.error.type == "expired"
 
 
 async def test_a_cancel_asked_while_running_wins_over_success(store: Store, raw) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
-    await raw.hset(store.names.job(job_id), "cancel_requested", "1")
-    done = await store.mark_succeeded(job_id, SUMMARY, RESULTS)
+    await store.runs.mark_running(job_id)
+    await raw.hset(store.keys.job(job_id), "cancel_requested", "1")
+    done = await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)
     assert done.job is not None and done.job.status is JobStatus.CANCELLED
-    assert await raw.exists(store.names.result(job_id, "decimal")) == 0
+    assert await raw.exists(store.keys.result(job_id, "decimal")) == 0
 
 
 async def test_changes_are_published_live(store: Store, raw, settings: Settings) -> None:
     pubsub = raw.pubsub()
-    await pubsub.subscribe(store.names.events_channel)
+    await pubsub.subscribe(store.keys.events_channel)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     job_id = await queued(store)
-    await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
     seen = []
     for _ in range(2):
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
@@ -142,68 +143,66 @@ async def test_changes_are_published_live(store: Store, raw, settings: Settings)
 
 async def test_another_owners_job_is_not_found(store: Store) -> None:
     job_id = await queued(store, owner="alice")
-    assert (await store.get_job(job_id, "alice")).id == job_id
+    assert (await store.jobs.get(job_id, "alice")).id == job_id
     with pytest.raises(JobNotFound):
-        await store.get_job(job_id, "bob")
+        await store.jobs.get(job_id, "bob")
 
 
 async def test_unknown_jobs(store: Store) -> None:
     job_id = new_job_id()
     with pytest.raises(JobNotFound):
-        await store.get_job(job_id)
-    assert (await store.mark_running(job_id)).outcome == "missing"
-    assert (await store.mark_succeeded(job_id, SUMMARY, RESULTS)).outcome == "missing"
+        await store.jobs.get(job_id)
+    assert (await store.runs.mark_running(job_id)).outcome == "missing"
+    assert (await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)).outcome == "missing"
 
 
 async def test_only_a_finished_job_can_be_deleted(store: Store, raw) -> None:
     job_id = await queued(store)
     with pytest.raises(NotFinished):
-        await store.delete_job(job_id, "", list(RESULTS))
-    await store.mark_running(job_id)
-    await store.mark_succeeded(job_id, SUMMARY, RESULTS)
+        await store.jobs.delete(job_id, "", list(RESULTS))
+    await store.runs.mark_running(job_id)
+    await store.runs.mark_succeeded(job_id, SUMMARY, RESULTS)
     with pytest.raises(JobNotFound):
-        await store.delete_job(job_id, "mallory", list(RESULTS))
-    await store.delete_job(job_id, "", list(RESULTS))
-    keys = [store.names.job(job_id), store.names.events(job_id)]
-    keys += [store.names.result(job_id, fmt) for fmt in RESULTS]
+        await store.jobs.delete(job_id, "mallory", list(RESULTS))
+    await store.jobs.delete(job_id, "", list(RESULTS))
+    keys = [store.keys.job(job_id), store.keys.events(job_id)]
+    keys += [store.keys.result(job_id, fmt) for fmt in RESULTS]
     assert await raw.exists(*keys) == 0
 
 
 async def test_results_stream_in_chunks(store: Store) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
     value = b"1234567890" * 1000
-    await store.mark_succeeded(job_id, SUMMARY, {"decimal": value})
-    size = await store.result_size(job_id, "decimal")
-    chunks = [chunk async for chunk in store.iter_result(job_id, "decimal", size, 4096)]
+    await store.runs.mark_succeeded(job_id, SUMMARY, {"decimal": value})
+    size = await store.results.size(job_id, "decimal")
+    chunks = [chunk async for chunk in store.results.chunks(job_id, "decimal", size, 4096)]
     assert b"".join(chunks) == value
     assert [len(c) for c in chunks] == [4096, 4096, 1808]
 
 
 async def test_concurrent_completions_store_one_outcome(store: Store, raw) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
     outcomes = await asyncio.gather(
         *(
-            store.mark_succeeded(job_id, {"digits": i}, {"decimal": str(i).encode()})
+            store.runs.mark_succeeded(job_id, {"digits": i}, {"decimal": str(i).encode()})
             for i in range(20)
         )
     )
-    assert sorted(o.outcome for o in outcomes).count("finished") == 1
-    job = await store.get_job(job_id)
+    assert [o.outcome for o in outcomes].count(Outcome.FINISHED) == 1
+    job = await store.jobs.get(job_id)
     assert job.result is not None
-    assert (
-        await raw.get(store.names.result(job_id, "decimal")) == str(job.result["digits"]).encode()
-    )
+    assert await raw.get(store.keys.result(job_id, "decimal")) == str(job.result["digits"]).encode()
 
 
 async def test_the_lost_flag_belongs_to_the_last_attempt(store: Store) -> None:
     job_id = await queued(store)
-    await store.mark_running(job_id)
-    await store.note_lost_attempt(job_id)
-    assert await store.was_last_attempt_lost(job_id)
-    await store.mark_running(job_id)
-    assert not await store.was_last_attempt_lost(job_id)
+    await store.runs.mark_running(job_id)
+    await store.runs.note_lost_attempt(job_id)
+    assert await store.runs.was_last_attempt_lost(job_id)
+    await store.runs.mark_running(job_id)
+    assert not await store.runs.was_last_attempt_lost(job_id)
 
 
 async def test_durability_warnings_name_what_could_lose_work(store: Store, raw) -> None:

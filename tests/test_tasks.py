@@ -85,7 +85,7 @@ def test_task_modules_add_tasks() -> None:
     assert set(registry) == {"factorial", "record", "memo", "memo_fail", "crash", "steps", "fail"}
 
 
-@pytest.mark.parametrize("module", ["no.such.module", "factq.names"])
+@pytest.mark.parametrize("module", ["no.such.module", "factq.state.keys"])
 def test_a_bad_task_module_is_a_clear_error(module: str) -> None:
     with pytest.raises(FactqError, match=module):
         TaskRegistry.from_settings(Settings(namespace="unit", task_modules=module))

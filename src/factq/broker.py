@@ -31,7 +31,6 @@ from aio_pika.exceptions import (
 from pydantic import BaseModel
 
 from factq.errors import BackendUnavailable, BrokerConfigError, QueueFull
-from factq.names import Names
 from factq.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -96,9 +95,28 @@ class QueueStats:
     consumers: int
 
 
+@dataclass(frozen=True, slots=True)
+class QueueNames:
+    """The RabbitMQ queues and exchange of one deployment, from `FACTQ_NAMESPACE`."""
+
+    namespace: str
+
+    @property
+    def jobs_queue(self) -> str:
+        return f"{self.namespace}.jobs"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.jobs.dead"
+
+
 def jobs_queue_arguments(settings: Settings) -> dict[str, Any]:
     """The jobs queue's arguments; changing any needs a new namespace or queue."""
-    names = Names(settings.namespace)
+    names = QueueNames(settings.namespace)
     return {
         "x-queue-type": "quorum",
         # RabbitMQ 3.10 dead-letters a message returned more than this many
@@ -118,7 +136,7 @@ class Broker:
     def __init__(self, connection: AbstractRobustConnection, settings: Settings) -> None:
         self._connection = connection
         self._settings = settings
-        self.names = Names(settings.namespace)
+        self.names = QueueNames(settings.namespace)
         self._publish_channel: AbstractRobustChannel | None = None
         self._admin_channel: AbstractRobustChannel | None = None
 

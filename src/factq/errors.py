@@ -1,31 +1,33 @@
 """factq's exceptions: one tree, turned into HTTP responses only in `factq.api.errors`.
 
-FactqError
-├── BackendUnavailable          Redis or RabbitMQ cannot be reached
-├── BrokerConfigError           the broker refuses our queue declaration
-├── QueueFull                   the job queue is at its maximum length
-├── InvalidInput                a request or task input is not acceptable
-├── InvalidRequest              a query parameter is not acceptable
-├── UnknownTask                 no task of that name is registered
-├── InvalidWebhook              a webhook URL that may not be used
-├── PayloadTooLarge             a request body over the limit
-├── UnsupportedMediaType        a request body that is not sent as JSON
-├── IdempotencyConflict         an Idempotency-Key reused with another request
-├── RateLimited                 too many submissions, or jobs in flight, for now
-├── JobNotFound                 unknown job, or another owner's job
-├── Unauthorized / Forbidden    credentials missing, wrong or not allowed
-└── JobStateConflict            the job's status does not allow the operation
+FactqError                          base; `type` is the contract's error type
+├── RetryLater                      passes with time: carries `retry_after_s` (Retry-After)
+│   ├── BackendUnavailable          Redis or RabbitMQ cannot be reached
+│   ├── QueueFull                   the job queue is at its maximum length
+│   └── RateLimited                 too many submissions, or jobs in flight, for now
+├── BrokerConfigError               the broker refuses our queue declaration
+├── InvalidInput                    a request or task input is not acceptable
+├── InvalidWebhook                  a webhook URL that may not be used
+├── IdempotencyConflict             an Idempotency-Key reused with another request
+├── PayloadTooLarge                 a request body over the limit
+├── UnsupportedMediaType            a request body that is not sent as JSON
+├── InvalidRequest                  a query parameter or message is not acceptable
+├── UnknownTask                     no task of that name is registered
+├── JobNotFound                     unknown job, or another owner's job
+├── Unauthorized                    credentials missing or wrong
+├── Forbidden                       credentials that do not allow this
+└── JobStateConflict                the job's status does not allow the operation
     ├── NotFinished
     ├── AlreadyFinished
     ├── JobFailed
     └── JobCancelled
 
-BackendUnavailable, QueueFull and RateLimited are also RetryLater: they carry
-`retry_after_s`, sent as Retry-After.
+`tests/test_errors_tree.py` checks this drawing against the classes below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -126,3 +128,36 @@ class JobFailed(JobStateConflict):
 
 class JobCancelled(JobStateConflict):
     type = "job_cancelled"
+
+
+def validation_details(
+    errors: Iterable[Mapping[str, Any]],
+    *,
+    within: Sequence[str] = (),
+    messages: Sequence[str] | None = None,
+    in_body: bool = False,
+) -> list[dict[str, Any]]:
+    """pydantic's errors as the contract's details, `{"loc": "a.b", "message": ...}`:
+    each location put under `within` (or, `in_body`, FastAPI's leading `body`
+    left out, and the body itself called `body`), and the messages replaced by
+    `messages` when given."""
+    details = []
+    for i, error in enumerate(errors):
+        loc = [str(part) for part in error["loc"]]
+        if in_body and loc[:1] == ["body"]:
+            loc = loc[1:]
+        if in_body and error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "cannot parse")
+            message = f"malformed JSON at character {loc[-1]}: {reason}"
+            details.append({"loc": "", "message": message})
+            continue
+        message = messages[i] if messages is not None else error["msg"]
+        where = ".".join([*within, *loc]) or ("body" if in_body else "")
+        details.append({"loc": where, "message": message})
+    return details
+
+
+def first_problem(details: Sequence[Mapping[str, Any]]) -> str:
+    """The first detail as one line: `loc: message`."""
+    first = details[0]
+    return f"{first['loc']}: {first['message']}" if first["loc"] else str(first["message"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 from factq.settings import LogLevel
 
@@ -83,3 +84,21 @@ def route_server_logs() -> None:
         # handler sits; once is enough, however many servers a process configures.
         if not any(isinstance(existing, RedactSecrets) for existing in logger.filters):
             logger.addFilter(RedactSecrets())
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown or logged: user, password, query and fragment,
+    which may carry credentials, replaced by `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            "***" if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )

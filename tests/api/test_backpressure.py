@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from factq.redis_edge import text
-from factq.store import Store
+from factq.state.connection import text
+from factq.state.store import Store
 from tests.conftest import api_client
 
 JOB = {"task": "factorial", "input": {"n": 5}}
@@ -17,11 +17,11 @@ async def test_a_full_queue_is_a_503_and_no_job_is_half_created(settings_factory
         refused = [r for r in responses if r.status_code != 202]
         # Each job is indexed as it is stored, before its publish is tried: the
         # refused ones are in the index too, and must have left no job behind.
-        entries: list[bytes] = await store._redis.zrange(store.names.owner_jobs(""), 0, -1)  # type: ignore[assignment]
+        entries: list[bytes] = await store._redis.zrange(store.keys.owner_jobs(""), 0, -1)  # type: ignore[assignment]
         indexed = [text(entry) for entry in entries]
         async with store._redis.pipeline(transaction=False) as pipe:
             for job_id in indexed:
-                pipe.exists(store.names.job(job_id), store.names.events(job_id))
+                pipe.exists(store.keys.job(job_id), store.keys.events(job_id))
             kept = [job_id for job_id, n in zip(indexed, await pipe.execute(), strict=True) if n]
         # (A listing drops the index entries whose job is gone: read it after.)
         listed = [job["id"] for job in (await client.get("/v1/jobs")).json()["jobs"]]

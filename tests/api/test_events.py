@@ -13,11 +13,12 @@ import pytest
 import websockets
 
 from factq.api import events as api_events
-from factq.api.submission import new_job_id
-from factq.events import Subscription
-from factq.models import JobError, JobEvent
+from factq.schema import JobError, JobEvent
 from factq.settings import Settings
-from factq.store import NewJob, Store
+from factq.state.events import EventLog, Subscription
+from factq.state.records import NewJob
+from factq.state.store import Store
+from factq.submit import new_job_id
 from factq.worker.progress import MIN_INTERVAL_S, ProgressReporter
 from tests.conftest import live_server
 from tests.support.waiting import in_background, until, wait_for_job
@@ -119,22 +120,22 @@ async def test_a_bad_socket_parameter_still_needs_a_key(
 
 
 class Gate:
-    """Holds a store read until the test has changed the job, so the race really happens."""
+    """Holds an event-log read until the test has changed the job, so the race really happens."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         self.read = asyncio.Event()
-        original = getattr(Store, method)
+        original = getattr(EventLog, method)
 
-        async def held(store: Store, *args: Any, **kwargs: Any) -> Any:
+        async def held(log: EventLog, *args: Any, **kwargs: Any) -> Any:
             self.reached.set()
             await self.release.wait()
-            result = await original(store, *args, **kwargs)
+            result = await original(log, *args, **kwargs)
             self.read.set()
             return result
 
-        monkeypatch.setattr(Store, method, held)
+        monkeypatch.setattr(EventLog, method, held)
 
 
 class Followers:
@@ -177,12 +178,12 @@ async def server(settings: Settings) -> AsyncIterator[str]:
 
 async def queued_job(store: Store) -> str:
     job = NewJob(new_job_id(), "factorial", {"n": 5}, "")
-    await store.create_jobs([job])
-    await store.confirm_jobs([job.job_id])
+    await store.jobs.create([job])
+    await store.jobs.confirm([job.job_id])
     return job.job_id
 
 
-@pytest.mark.parametrize(("query", "method"), [("", "get_event"), ("?after=0", "read_events")])
+@pytest.mark.parametrize(("query", "method"), [("", "current"), ("?after=0", "read")])
 async def test_a_change_between_subscribe_and_first_read_is_neither_lost_nor_repeated(
     server: str, store: Store, monkeypatch: pytest.MonkeyPatch, query: str, method: str
 ) -> None:
@@ -193,12 +194,12 @@ async def test_a_change_between_subscribe_and_first_read_is_neither_lost_nor_rep
     async with in_background(collect(url)) as listening:
         await asyncio.wait_for(gate.reached.wait(), 10)
         # Subscribed, not yet read: this change is published into the subscription.
-        await store.mark_running(job_id)
+        await store.runs.mark_running(job_id)
         await until(lambda: followers.seqs == [2])
         gate.release.set()
         # The read sees the change the subscription holds too; the end comes after.
         await asyncio.wait_for(gate.read.wait(), 10)
-        await store.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
+        await store.runs.mark_succeeded(job_id, {"digits": 3}, {"decimal": b"120", "hex": b"78"})
         events, code = await listening
     expected = [2, 3] if query == "" else [1, 2, 3]
     assert seqs(events) == expected
@@ -212,7 +213,7 @@ async def test_a_dropped_connection_resumes_with_after_without_gap_or_repeat(
     job_id = await queued_job(store)
     first, _ = await collect(f"ws://{server}/v1/jobs/{job_id}/events?after=0", limit=1)
     # Changes while the client is away.
-    await store.mark_running(job_id)
+    await store.runs.mark_running(job_id)
     report = ProgressReporter(settings.redis_url.get_secret_value(), settings.namespace)
     progress = report.for_job(job_id, min_interval_s=0)
     for fraction in (0.25, 0.5):
@@ -227,7 +228,7 @@ async def test_a_dropped_connection_resumes_with_after_without_gap_or_repeat(
         # Caught up, and waiting on live events: the last changes come live.
         await asyncio.wait_for(followers.is_waiting.wait(), 10)
         progress(0.75)
-        await store.mark_failed(job_id, JobError(type="task_error", message="bad input"))
+        await store.runs.mark_failed(job_id, JobError(type="task_error", message="bad input"))
         rest, code = await third
     everything = first + second + rest
     assert seqs(everything) == list(range(1, 7))
@@ -282,7 +283,7 @@ async def test_a_socket_follows_at_most_max_subscriptions_jobs(
     monkeypatch.setattr(api_events, "MAX_SUBSCRIPTIONS", 3)
     jobs = [NewJob(new_job_id(), "factorial", {"n": 5}, "") for _ in range(5)]
     ids = [job.job_id for job in jobs]
-    await store.create_jobs(jobs)  # never published: they stay queued
+    await store.jobs.create(jobs)  # never published: they stay queued
     async with asyncio.timeout(10), websockets.connect(f"ws://{live}/v1/events") as socket:
         await socket.send(json.dumps({"subscribe": ids[:3]}))
         firsts = [json.loads(await socket.recv()) for _ in range(3)]

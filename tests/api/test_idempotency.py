@@ -11,11 +11,14 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from factq.api.submission import CLAIM_STALE_S, JobRequest, fingerprint
 from factq.errors import BackendUnavailable, IdempotencyConflict, JobNotFound
-from factq.redis_edge import text
+from factq.schema import JobRequest
 from factq.settings import Settings
-from factq.store import NewJob, Store
+from factq.state.connection import text
+from factq.state.jobs import JobRecords
+from factq.state.records import NewJob
+from factq.state.store import Store
+from factq.submit import CLAIM_STALE_S, fingerprint
 from tests.conftest import api_client
 from tests.support.backends import queue_depth
 from tests.support.waiting import until_true
@@ -33,16 +36,16 @@ class RefusedConfirms:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, refusals: int) -> None:
         self.refusals = refusals
         self.confirmed = False
-        confirm = Store.confirm_jobs
+        confirm = JobRecords.confirm
 
-        async def flaky_confirm(store: Store, job_ids: Sequence[str]) -> None:
+        async def flaky_confirm(jobs: JobRecords, job_ids: Sequence[str]) -> None:
             if self.refusals:
                 self.refusals -= 1
                 raise BackendUnavailable("Redis is unavailable")
-            await confirm(store, job_ids)
+            await confirm(jobs, job_ids)
             self.confirmed = True
 
-        monkeypatch.setattr(Store, "confirm_jobs", flaky_confirm)
+        monkeypatch.setattr(JobRecords, "confirm", flaky_confirm)
 
 
 async def test_the_same_key_and_body_return_the_same_job(
@@ -110,7 +113,7 @@ async def test_a_job_published_while_redis_refuses_its_confirmation_is_accepted(
     again = await client.post("/v1/jobs", json=JOB, headers=keyed("order-4"))
     assert again.status_code == 202 and again.json()["id"] == job_id
     assert await queue_depth(settings) == 1
-    job_key = store.names.job(job_id)
+    job_key = store.keys.job(job_id)
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         await until_true(lambda: _persisted(raw, job_key), timeout_s=10)
     assert confirms.confirmed
@@ -160,7 +163,7 @@ async def test_a_stale_claim_whose_job_was_never_confirmed_queues_that_job(
     the discard too), and may have answered with that job: the retry queues the
     job again and keeps it, rather than let it vanish with its provisional TTL."""
     body = JobRequest.model_validate(JOB)
-    [orphan] = await store.create_jobs([NewJob("2" * 32, "factorial", {"n": 7}, "")])
+    [orphan] = await store.jobs.create([NewJob("2" * 32, "factorial", {"n": 7}, "")])
     record = store.idempotency.record("", "order-7")
     claimed = time.time() - CLAIM_STALE_S - 1
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
@@ -169,7 +172,7 @@ async def test_a_stale_claim_whose_job_was_never_confirmed_queues_that_job(
         assert response.status_code == 202
         assert response.json()["id"] == orphan.id
         assert response.headers["idempotent-replayed"] == "true"
-        assert await raw.ttl(store.names.job(orphan.id)) == -1
+        assert await raw.ttl(store.keys.job(orphan.id)) == -1
     assert await queue_depth(settings) == 1
 
 
@@ -186,14 +189,14 @@ async def test_a_request_that_stalled_past_a_take_over_makes_no_second_job(
     retry = await keys.take_over(stale, "4" * 32)
     assert retry is not None and retry.ours and retry.job_id == "4" * 32
     with pytest.raises(IdempotencyConflict, match="took it over"):
-        await store.create_jobs([NewJob("3" * 32, "factorial", {"n": 7}, "")], first)
+        await store.jobs.create([NewJob("3" * 32, "factorial", {"n": 7}, "")], first)
     await keys.release(first)
     again = await keys.claim("", "order-8", "f" * 64, "5" * 32)
     assert not again.ours and again.job_id == "4" * 32
     # A second take-over from the value first read loses: the key moved on.
     assert await keys.take_over(stale, "6" * 32) is None
     with pytest.raises(JobNotFound):
-        await store.get_job("3" * 32)
+        await store.jobs.get("3" * 32)
 
 
 async def test_a_different_request_with_a_claimed_key_is_a_conflict(store: Store) -> None:
@@ -213,7 +216,7 @@ async def test_a_stopping_api_finishes_the_confirmations_still_waiting_on_redis(
         assert not confirms.confirmed, "confirmed before the answer: nothing left to finish"
     assert confirms.confirmed
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
-        assert await raw.ttl(store.names.job(response.json()["id"])) == -1
+        assert await raw.ttl(store.keys.job(response.json()["id"])) == -1
 
 
 async def test_deleting_a_job_frees_its_key_for_a_new_job_at_once(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from factq.store import Store
+from factq.state.store import Store
 from tests.conftest import api_client
 from tests.support.backends import queue_depth
 

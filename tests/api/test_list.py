@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from factq.models import JobError
-from factq.store import Store
+from factq.schema import JobError
+from factq.state.store import Store
 from tests.conftest import api_client
 
 
@@ -46,7 +46,7 @@ async def test_paging_returns_every_job_once_newest_first(client: httpx.AsyncCli
 async def test_status_filter(client: httpx.AsyncClient, store: Store) -> None:
     ids = await submit_many(client, 6)
     for job_id in ids[:2]:
-        await store.mark_failed(job_id, JobError(type="task_error", message="x"))
+        await store.runs.mark_failed(job_id, JobError(type="task_error", message="x"))
     failed = [job for page in await pages(client, status="failed", limit=1) for job in page]
     assert [job["id"] for job in failed] == list(reversed(ids[:2]))
     queued = [job for page in await pages(client, status="queued") for job in page]
@@ -57,18 +57,18 @@ async def test_deleted_and_expired_jobs_drop_out_of_the_list(
     client: httpx.AsyncClient, store: Store
 ) -> None:
     ids = await submit_many(client, 3)
-    await store._redis.delete(store.names.job(ids[1]))
+    await store._redis.delete(store.keys.job(ids[1]))
     listed = [job["id"] for page in await pages(client) for job in page]
     assert listed == [ids[2], ids[0]]
-    assert await store._redis.zcard(store.names.owner_jobs("")) == 2
+    assert await store._redis.zcard(store.keys.owner_jobs("")) == 2
 
 
 async def test_another_owners_jobs_are_not_listed(client: httpx.AsyncClient, store: Store) -> None:
-    from factq.api.submission import new_job_id
-    from factq.store import NewJob
+    from factq.state.records import NewJob
+    from factq.submit import new_job_id
 
     mine = await submit_many(client, 2)
-    await store.create_jobs([NewJob(new_job_id(), "factorial", {"n": 1}, "someone-else")])
+    await store.jobs.create([NewJob(new_job_id(), "factorial", {"n": 1}, "someone-else")])
     listed = [job["id"] for page in await pages(client) for job in page]
     assert listed == list(reversed(mine))
 
@@ -92,15 +92,15 @@ async def test_an_empty_list(settings_factory) -> None:
 async def test_jobs_created_while_others_list_are_never_dropped(
     client: httpx.AsyncClient, store: Store
 ) -> None:
-    from factq.api.submission import new_job_id
-    from factq.store import NewJob
+    from factq.state.records import NewJob
+    from factq.submit import new_job_id
 
     created: list[str] = []
 
     async def create() -> None:
         for _ in range(40):
             job = NewJob(new_job_id(), "factorial", {"n": 1}, "")
-            await store.create_jobs([job])
+            await store.jobs.create([job])
             created.append(job.job_id)
 
     async def list_often() -> None:

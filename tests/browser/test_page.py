@@ -28,7 +28,7 @@ from playwright.async_api import (
 )
 
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.store import Store
 from tests.browser.conftest import DESKTOP, LAUNCH_ARGS
 from tests.support.service import Service, environment
 from tests.support.waiting import TERMINAL
@@ -257,7 +257,7 @@ async def test_a_lost_connection_shows_and_catches_up_when_the_api_is_back(
     # The job ends while the page cannot hear about it.
     async with Store.open(e2e_settings) as store:
         deadline = time.monotonic() + 20
-        while (await store.get_job(job_id)).status not in TERMINAL:
+        while (await store.jobs.get(job_id)).status not in TERMINAL:
             assert time.monotonic() < deadline, "the job did not finish"
             await asyncio.sleep(0.05)
     await expect(job).to_have_attribute("data-status", "running")

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from factq.client.webhooks import InvalidDelivery, WebhookVerifier
-from factq.webhooks import signed_request
+from factq.webhooks.signing import signed_request
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 JOB = {"id": "ab" * 16, "status": "succeeded"}

@@ -15,9 +15,10 @@ import httpx
 import redis.asyncio as redis
 
 from factq.api.auth import ANONYMOUS
-from factq.names import Names
-from factq.redis_edge import text
+from factq.broker import QueueNames
 from factq.settings import Settings
+from factq.state.connection import text
+from factq.state.keys import Keys
 from tests.faults.chaos import Chaos
 from tests.faults.figures import Figures
 from tests.faults.load import Submitter
@@ -38,7 +39,7 @@ async def wait_for_recovery(
 ) -> None:
     """Every live worker consumes both queues and listens for cancels again, and the
     API's event hub listens again: nothing stayed wedged after a reconnect."""
-    names = Names(settings.namespace)
+    names = Keys(settings.namespace)
     workers = sum(
         1
         for name, p in service.processes.items()
@@ -64,7 +65,9 @@ async def wait_for_recovery(
                 "redis": ready["redis"],
                 "rabbitmq": ready["rabbitmq"],
                 "job consumers": ready["consumers"],
-                "dead-letter consumers": await queue_consumers(settings, names.dead_letter_queue),
+                "dead-letter consumers": await queue_consumers(
+                    settings, QueueNames(settings.namespace).dead_letter_queue
+                ),
                 "cancel listeners": subscribers[names.control_channel.encode()],
                 "event hubs": subscribers[names.events_channel.encode()],
             }
@@ -78,7 +81,7 @@ async def wait_for_recovery(
 
 
 async def wait_until_final(
-    client: redis.Redis, names: Names, job_ids: list[str]
+    client: redis.Redis, names: Keys, job_ids: list[str]
 ) -> dict[str, str | None]:
     """Each job's status once all are final, or at the deadline (None: the job is gone)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -112,7 +115,7 @@ async def check_live_events(http: httpx.AsyncClient, log: str) -> None:
 
 
 async def count_completed_twice(
-    client: redis.Redis, names: Names, job_ids: list[str], problems: list[str]
+    client: redis.Redis, names: Keys, job_ids: list[str], problems: list[str]
 ) -> int:
     """Jobs with more than one terminal event in their stream; a gap in `seq` is a problem."""
     async with client.pipeline(transaction=False) as pipe:
@@ -133,7 +136,7 @@ async def count_completed_twice(
 
 
 async def count_jobs_made(
-    client: redis.Redis, names: Names, accepted: dict[str, str]
+    client: redis.Redis, names: Keys, accepted: dict[str, str]
 ) -> dict[str, int]:
     """The accepted submissions that made more than one job, and how many each:
     a retry with the same Idempotency-Key after a 503 should get the job the first

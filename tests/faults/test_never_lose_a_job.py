@@ -21,8 +21,8 @@ import httpx
 import pytest
 import redis.asyncio as redis
 
-from factq.names import Names
 from factq.settings import Settings
+from factq.state.keys import Keys
 from tests.faults.chaos import Chaos, ensure_rabbitmq_running, plan_faults
 from tests.faults.checks import (
     check_jobs,
@@ -92,7 +92,7 @@ async def test_no_accepted_job_is_lost_or_completed_twice_under_faults(
     figures = Figures(seed=seed)
     started = time.monotonic()
     log = str(tmp_path / "executions.log")
-    names = Names(fault_settings.namespace)
+    names = Keys(fault_settings.namespace)
     made_twice: dict[str, int] = {}
     async with httpx.AsyncClient(base_url=service.base_url, timeout=REQUEST_TIMEOUT_S) as http:
         submitter = Submitter(

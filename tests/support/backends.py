@@ -12,10 +12,11 @@ from aio_pika.exceptions import AMQPError
 from limits import parse
 
 from factq.api.auth import ANONYMOUS, owner_of
-from factq.computations import input_digest
-from factq.names import Names
-from factq.redis_edge import text
+from factq.broker import QueueNames
 from factq.settings import Settings
+from factq.state.computations import input_digest
+from factq.state.connection import text
+from factq.state.keys import Keys
 from factq.tasks import TaskRegistry
 
 # Owners the tests that use the store directly name.
@@ -43,7 +44,7 @@ async def namespace_keys(
     walking the keyspace (SCAN with a pattern still visits every key of a server
     that other programs share): the owners its settings allow, each owner's job
     index, and each job's own keys; `job_ids` adds jobs made without the index."""
-    names = Names(settings.namespace)
+    names = Keys(settings.namespace)
     registry = TaskRegistry.from_settings(settings)
     owners = [ANONYMOUS, *TEST_OWNERS, *(owner_of(key) for key in settings.api_key_list)]
     keys = {names.webhooks}
@@ -87,7 +88,7 @@ def _limiter_keys(settings: Settings, owners: Iterable[str]) -> Iterator[str]:
 
 async def delete_queues(settings: Settings) -> None:
     """Delete the namespace's RabbitMQ queues and exchange (its Redis keys stay)."""
-    names = Names(settings.namespace)
+    names = QueueNames(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         # A failed delete closes its channel, so each gets a fresh one.
@@ -105,7 +106,7 @@ async def queue_depth(settings: Settings) -> int:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(Names(settings.namespace).jobs_queue, passive=True)
+        queue = await channel.declare_queue(QueueNames(settings.namespace).jobs_queue, passive=True)
         return queue.declaration_result.message_count or 0
 
 

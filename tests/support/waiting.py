@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import httpx
 import redis.asyncio as redis
 
-from factq.names import Names
 from factq.settings import Settings
+from factq.state.keys import Keys
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 T = TypeVar("T")
@@ -67,7 +67,7 @@ async def until_past_deadline(settings: Settings, job_id: str, *, timeout_s: flo
     the job's deadline_at; fail the test past the deadline of this wait."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        deadline_at = await client.hget(Names(settings.namespace).job(job_id), "deadline_at")
+        deadline_at = await client.hget(Keys(settings.namespace).job(job_id), "deadline_at")
         assert deadline_at is not None, f"job {job_id} has no deadline"
 
         async def is_past() -> bool:

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.store import Store
 from factq.worker import runner
 from tests.conftest import running_worker
 from tests.support.tasks import executions
@@ -75,7 +75,7 @@ async def test_a_cancel_whose_message_was_lost_is_found_by_the_flag_check(
         await until(lambda: executions(execution_log))
         # Set the flag without the control-channel message, as if pub/sub dropped it.
         raw = redis.Redis.from_url(settings.redis_url.get_secret_value())
-        await raw.hset(store.names.job(job_id), "cancel_requested", "1")
+        await raw.hset(store.keys.job(job_id), "cancel_requested", "1")
         await raw.aclose()
         job = await wait_for_job(client, job_id, timeout_s=5)
     assert job["status"] == "cancelled"
@@ -105,7 +105,7 @@ async def test_a_second_cancel_of_a_running_job_changes_nothing(
         if second.status_code == 200:
             assert second.json()["cancel_requested"] is True
         final = await wait_for_job(client, job_id, timeout_s=5)
-    events = await store.read_events(job_id)
+    events = await store.events.read(job_id)
     assert first["cancel_requested"] is True
     assert final["status"] == "cancelled"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))

@@ -13,9 +13,9 @@ import gmpy2
 import httpx
 import redis.asyncio as redis
 
-from factq.computations import input_digest
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.computations import input_digest
+from factq.state.store import Store
 from tests.conftest import api_client, running_worker
 from tests.support.tasks import executions
 from tests.support.waiting import until, until_true, wait_for_job, wait_for_jobs
@@ -44,7 +44,7 @@ async def test_concurrent_identical_jobs_share_one_computation(
         assert job["status"] == "succeeded"
         assert job["result"] == {"tag": "twin", "url": f"/v1/jobs/{job_id}/result"}
         assert (await client.get(job["result"]["url"])).text == "twin"
-        events = await store.read_events(job_id)
+        events = await store.events.read(job_id)
         assert [event.job.status for event in events] == [
             "queued",
             "running",
@@ -154,7 +154,7 @@ async def test_a_lease_left_by_a_lost_worker_is_taken_over(
     """A job holding the computation whose worker died: its lease runs out, and
     the waiting twin computes."""
     job_input = {"tag": "orphaned", "log": execution_log, "sleep_s": 0.0}
-    lease = store.names.computing("memo", input_digest("memo", job_input))
+    lease = store.keys.computing("memo", input_digest("memo", job_input))
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         await raw.set(lease, "f" * 32, px=1500)
         async with running_worker(settings):
@@ -210,7 +210,7 @@ async def test_a_twin_waits_no_longer_than_leaves_time_for_its_own_run(
     log = str(tmp_path / "executions.log")
     job_input = {"tag": "stuck", "log": log, "sleep_s": 0.0}
     async with Store.open(settings) as store:
-        lease = store.names.computing("memo", input_digest("memo", job_input))
+        lease = store.keys.computing("memo", input_digest("memo", job_input))
     async with redis.Redis.from_url(settings.redis_url.get_secret_value()) as raw:
         await raw.set(lease, "f" * 32, px=60_000)
     async with api_client(settings) as client, running_worker(settings):

@@ -24,9 +24,10 @@ import pytest
 
 from factq.errors import InvalidWebhook
 from factq.settings import Settings
-from factq.store import Store
-from factq.webhooks import Address
-from factq.worker.webhooks import WebhookSender, post_checked
+from factq.state.store import Store
+from factq.webhooks.destinations import Address
+from factq.webhooks.sender import post_checked
+from factq.worker.webhook_delivery import WebhookSender
 
 PUBLIC = "1.1.1.1"
 BODY = b'{"type":"job.completed"}'
@@ -203,7 +204,7 @@ async def test_a_name_that_resolves_to_loopback_is_refused_before_any_connection
 async def test_https_to_the_pinned_address_still_checks_the_certificate_for_the_name(
     monkeypatch: pytest.MonkeyPatch, certificates: Certificates
 ) -> None:
-    monkeypatch.setattr("factq.webhooks._resolve", resolving_to("127.0.0.1"))
+    monkeypatch.setattr("factq.webhooks.destinations._resolve", resolving_to("127.0.0.1"))
     async with receiving(certificates.server_context()) as receiver:
         url = f"https://hooks.test:{receiver.port}/hook"
         response = await post(
@@ -220,7 +221,7 @@ async def test_https_to_the_pinned_address_still_checks_the_certificate_for_the_
 async def test_a_certificate_for_another_name_is_refused_on_the_pinned_address(
     monkeypatch: pytest.MonkeyPatch, certificates: Certificates
 ) -> None:
-    monkeypatch.setattr("factq.webhooks._resolve", resolving_to("127.0.0.1"))
+    monkeypatch.setattr("factq.webhooks.destinations._resolve", resolving_to("127.0.0.1"))
     async with receiving(certificates.server_context()) as receiver:
         url = f"https://other.test:{receiver.port}/hook"
         with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
@@ -233,7 +234,9 @@ async def test_the_next_checked_address_is_tried_when_one_refuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Nothing listens on 127.0.0.2: the receiver is bound to 127.0.0.1 only.
-    monkeypatch.setattr("factq.webhooks._resolve", resolving_to("127.0.0.2", "127.0.0.1"))
+    monkeypatch.setattr(
+        "factq.webhooks.destinations._resolve", resolving_to("127.0.0.2", "127.0.0.1")
+    )
     async with receiving() as receiver:
         response = await post(f"http://twice.test:{receiver.port}/hook", frozenset({"twice.test"}))
     assert response.status_code == 204

@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from factq.names import Names
 from factq.settings import Settings
-from factq.webhook_queue import GROUP
-from factq.webhooks import Address
+from factq.state.keys import Keys
+from factq.state.webhook_queue import GROUP
+from factq.webhooks.destinations import Address
 from tests.conftest import api_client, running_worker
 from tests.support.service import free_port
 from tests.support.waiting import until, until_true, wait_for_job
@@ -105,7 +105,7 @@ async def webhooks_backlog(settings: Settings) -> tuple[int, int]:
     """Deliveries in the namespace's webhooks stream, and those read but unfinished."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        stream = Names(settings.namespace).webhooks
+        stream = Keys(settings.namespace).webhooks
         pending = await client.xpending(stream, GROUP)
         return await client.xlen(stream), pending["pending"]
     finally:
@@ -181,7 +181,7 @@ async def test_a_delivery_connects_to_the_address_its_check_resolved(
     async def resolve(host: str, port: int) -> list[Address]:
         return [ipaddress.ip_address("127.0.0.1")]
 
-    monkeypatch.setattr("factq.webhooks._resolve", resolve)
+    monkeypatch.setattr("factq.webhooks.destinations._resolve", resolve)
     settings = settings_factory(
         webhook_secret=SECRET, webhook_allowed_hosts="receiver.test", webhook_max_attempts=1
     )

@@ -14,19 +14,19 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import factq
 from factq.api import compat, events, health, jobs, page
+from factq.api.body_limit import BodySizeLimit
 from factq.api.deps import Resources
 from factq.api.docs import install_docs
 from factq.api.errors import install_error_handlers
-from factq.api.limits import BodySizeLimit
 from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
 from factq.api.streams import StreamSlots
-from factq.api.submission import finish_confirmations
 from factq.api.uploads import update_body_limit
 from factq.broker import Broker
-from factq.events import EventHub
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.events import EventHub
+from factq.state.store import Store
+from factq.submit import Submitter
 from factq.tasks import TaskRegistry
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,13 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                     logger.warning("%s", warning)
                 limiter = SubmissionLimiter(settings)
                 stack.push_async_callback(limiter.aclose)
+                submitter = Submitter(store, broker)
                 try:
                     yield {
                         "settings": settings,
                         "store": store,
                         "broker": broker,
+                        "submitter": submitter,
                         "registry": tasks,
                         "hub": hub,
                         "converter": converter,
@@ -75,7 +77,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                         "stopping": app.state.stopping,
                     }
                 finally:
-                    await finish_confirmations(store, CONFIRM_SHUTDOWN_S)
+                    await submitter.drain(CONFIRM_SHUTDOWN_S)
 
     app = FastAPI(
         title="factq",
@@ -86,7 +88,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         docs_url=None,
         redoc_url=None,
     )
-    # Set by factq's server (factq.serve.Server) the moment it is asked to stop.
+    # Set by factq's server (factq.api.server.Server) the moment it is asked to stop.
     app.state.stopping = asyncio.Event()
     app.add_middleware(
         BodySizeLimit,

@@ -20,18 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from factq.api.deps import (
-    BrokerDep,
     ConverterDep,
     LimiterDep,
     OwnerDep,
     RegistryDep,
     SettingsDep,
     StoreDep,
+    SubmitterDep,
     checked_job_id,
     require_worker,
 )
 from factq.api.json_body import JSONBodyRoute, is_json, refuse_media_type
-from factq.api.submission import JobRequest, admit, enqueue, validate_request
+from factq.api.ratelimit import admit
 from factq.api.uploads import Update, hex_of_upload, read_update
 from factq.errors import (
     AlreadyFinished,
@@ -40,9 +40,12 @@ from factq.errors import (
     InvalidRequest,
     JobNotFound,
 )
-from factq.models import Job, JobError, JobStatus
+from factq.schema import Job, JobError, JobRequest, JobStatus
 from factq.settings import Settings
-from factq.store import UPLOAD_TTL_S, Store, Transition
+from factq.state.records import Outcome, Transition
+from factq.state.results import UPLOAD_TTL_S
+from factq.state.store import Store
+from factq.submit import validate_request
 
 router = APIRouter(tags=["compatibility"], route_class=JSONBodyRoute)
 
@@ -82,7 +85,7 @@ async def queue_factorial(
     settings: SettingsDep,
     limiter: LimiterDep,
     store: StoreDep,
-    broker: BrokerDep,
+    submitter: SubmitterDep,
     registry: RegistryDep,
     owner: OwnerDep,
     no: Annotated[str, Query(description="n, a decimal integer.", pattern=r"^[0-9]{1,20}$")],
@@ -96,7 +99,7 @@ async def queue_factorial(
     except InvalidInput as exc:
         raise InvalidRequest(exc.message.replace("input.n", "no"), details=exc.details) from None
     await admit(request, limiter, store, owner, 1)
-    [created] = await enqueue(store, broker, [job])
+    [created] = await submitter.enqueue([job])
     return PlainTextResponse(created.id)
 
 
@@ -109,17 +112,17 @@ async def factorial_result(
     store: StoreDep, owner: OwnerDep, id: Annotated[str, Query(description="The job id.")]
 ) -> JSONResponse | StreamingResponse:
     """`{"input", "status", "output"}`, the decimal value streamed once done."""
-    job = await store.get_job(checked_job_id(id), owner)
+    job = await store.jobs.get(checked_job_id(id), owner)
     if job.task != "factorial":
         raise JobNotFound(id)
     n = int(job.input["n"])
     status = COMPAT_STATUS[job.status]
     if status != "done":
         return JSONResponse({"input": n, "status": status, "output": ""})
-    size = await store.result_size(job.id, "decimal")
+    size = await store.results.size(job.id, "decimal")
     head = f'{{"input":{n},"status":"done","output":"'.encode()
     return StreamingResponse(
-        _framed(head, store.iter_result(job.id, "decimal", size), b'"}'),
+        _framed(head, store.results.chunks(job.id, "decimal", size), b'"}'),
         media_type="application/json",
         headers={"Content-Length": str(len(head) + size + 2)},
     )
@@ -152,15 +155,15 @@ async def update_factorial(
     hex_upload = f"{update.upload}:hex" if update.upload else ""
     try:
         job_id = checked_job_id(update.job_id)
-        job = await store.get_job(job_id)
+        job = await store.jobs.get(job_id)
         if job.task != "factorial":
             raise JobNotFound(job_id)
         transition = await _apply_update(store, converter, settings, job, update, hex_upload)
     finally:
         # Moved into the job's results when it succeeded; otherwise gone now.
-        await store.drop_uploads([key for key in (update.upload, hex_upload) if key])
-    updated = transition.job or await store.get_job(job_id)
-    if transition.outcome == "terminal":
+        await store.results.drop_uploads([key for key in (update.upload, hex_upload) if key])
+    updated = transition.job or await store.jobs.get(job_id)
+    if transition.outcome is Outcome.TERMINAL:
         raise AlreadyFinished(f"job {job_id} has already finished ({updated.status})")
     return CompatResult(
         input=int(updated.input["n"]), status=COMPAT_STATUS[updated.status], output=""
@@ -176,14 +179,14 @@ async def _apply_update(
     hex_upload: str,
 ) -> Transition:
     if update.status == "processing":
-        return await store.mark_running(job.id)
+        return await store.runs.mark_running(job.id)
     if update.status == "failed":
         message = update.message.decode("utf-8", errors="replace") or "failed"
-        return await store.mark_failed(job.id, JobError(type="task_error", message=message))
+        return await store.runs.mark_failed(job.id, JobError(type="task_error", message=message))
     if not update.digits or not update.is_decimal or not update.upload:
         raise InvalidInput("output must be the decimal digits of the value")
     if job.status is JobStatus.QUEUED:
-        await store.mark_running(job.id)
+        await store.runs.mark_running(job.id)
     # The conversion to hexadecimal is big-number work: gmpy2 holds the GIL,
     # so it runs in a process, not a thread, to keep the loop free.
     try:
@@ -203,7 +206,7 @@ async def _apply_update(
         "tail": update.tail.decode(),
     }
     uploads = {"decimal": update.upload, "hex": hex_upload}
-    return await store.mark_succeeded_from_uploads(job.id, summary, uploads)
+    return await store.runs.mark_succeeded_from_uploads(job.id, summary, uploads)
 
 
 async def _framed(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:

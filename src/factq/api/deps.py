@@ -15,9 +15,10 @@ from factq.api.ratelimit import SubmissionLimiter
 from factq.api.streams import StreamSlots
 from factq.broker import Broker
 from factq.errors import JobNotFound
-from factq.events import EventHub
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.events import EventHub
+from factq.state.store import Store
+from factq.submit import Submitter
 from factq.tasks import TaskRegistry
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -29,6 +30,7 @@ class Resources(TypedDict):
     settings: Settings
     store: Store
     broker: Broker
+    submitter: Submitter
     registry: TaskRegistry
     hub: EventHub
     converter: Executor
@@ -51,6 +53,11 @@ def get_store(request: HTTPConnection) -> Store:
 def get_broker(request: HTTPConnection) -> Broker:
     broker: Broker = request.state.broker
     return broker
+
+
+def get_submitter(request: HTTPConnection) -> Submitter:
+    submitter: Submitter = request.state.submitter
+    return submitter
 
 
 def get_registry(request: HTTPConnection) -> TaskRegistry:
@@ -100,6 +107,7 @@ def checked_job_id(job_id: str) -> str:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 HubDep = Annotated[EventHub, Depends(get_hub)]

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Match
 
 from factq import errors
 from factq.api.deps import JOB_ID
+from factq.errors import first_problem, validation_details
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +84,12 @@ async def _factq_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = [_detail(error) for error in exc.errors()]
+    details = validation_details(exc.errors(), in_body=True)
     in_body = all(error["loc"][:1] == ("body",) for error in exc.errors())
-    first = details[0]
-    message = f"{first['loc']}: {first['message']}" if first["loc"] else first["message"]
+    message = first_problem(details)
     if in_body:
         return error_response(422, "invalid_input", message, details=details)
     return error_response(400, "invalid_request", message, details=details)
-
-
-def _detail(error: Any) -> dict[str, Any]:
-    loc = [str(part) for part in error["loc"]]
-    if loc[:1] == ["body"]:
-        loc = loc[1:]
-    if error["type"] == "json_invalid":
-        reason = error.get("ctx", {}).get("error", "cannot parse")
-        return {"loc": "", "message": f"malformed JSON at character {loc[-1]}: {reason}"}
-    return {"loc": ".".join(loc) or "body", "message": error["msg"]}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,6 @@
 """Live events of jobs: a WebSocket per job, one multiplexed WebSocket, and SSE.
 
-All three are built on `factq.events.follow`, so they carry the same events
+All three are built on `factq.state.events.follow`, so they carry the same events
 with the same `seq`, and none misses or repeats one.
 """
 
@@ -30,10 +30,17 @@ from factq.api.deps import (
     checked_job_id,
 )
 from factq.api.streams import StreamSlots, caller_of
-from factq.errors import BackendUnavailable, InvalidRequest, JobNotFound, RateLimited
-from factq.events import EventHub, SlowSubscriber, follow
-from factq.models import JobEvent
-from factq.store import Store
+from factq.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    JobNotFound,
+    RateLimited,
+    first_problem,
+    validation_details,
+)
+from factq.schema import JobEvent
+from factq.state.events import EventHub, SlowSubscriber, follow
+from factq.state.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +136,7 @@ async def job_events_socket(
         return
 
     async def produce() -> int:
-        return await _send_events(websocket, follow(store, hub, job_id, owner, after=resume))
+        return await _send_events(websocket, follow(store.events, hub, job_id, owner, after=resume))
 
     await _holding_a_slot(websocket, streams, owner, lambda: _serve_socket(websocket, produce))
 
@@ -271,7 +278,9 @@ class _Multiplexer:
 
     async def _forward(self, job_id: str) -> None:
         try:
-            async for event in follow(self._store, self._hub, checked_job_id(job_id), self._owner):
+            async for event in follow(
+                self._store.events, self._hub, checked_job_id(job_id), self._owner
+            ):
                 self._post(event.model_dump_json())
         except JobNotFound:
             self._post(_error(job_id, "not_found", f"no job with id {job_id[:64]!r}"))
@@ -294,10 +303,8 @@ def _error(job_id: str | None, error_type: str, message: str) -> str:
 
 
 def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    where = ".".join(map(str, error["loc"]))
-    prefix = f"{where}: " if where else ""
-    return f'{prefix}{error["msg"]}; send {{"subscribe": [ids]}} or {{"unsubscribe": [ids]}}'
+    problem = first_problem(validation_details(exc.errors(include_url=False)))
+    return f'{problem}; send {{"subscribe": [ids]}} or {{"unsubscribe": [ids]}}'
 
 
 async def _stream_start(
@@ -311,7 +318,7 @@ async def _stream_start(
 ) -> tuple[str, int | None]:
     """The job and where to resume, checked before the stream starts (a 404 or
     400 is impossible once it has)."""
-    await store.get_event(checked_job_id(job_id), owner)
+    await store.events.current(checked_job_id(job_id), owner)
     return job_id, after if after is not None else _seq(last_event_id)
 
 
@@ -347,7 +354,7 @@ async def job_events_stream(
     A stopping server ends the stream at once; the client resumes elsewhere.
     """
     job_id, resume = start
-    events = follow(store, hub, job_id, owner, after=resume)
+    events = follow(store.events, hub, job_id, owner, after=resume)
     async for event in _until_set(events, request.state.stopping):
         yield ServerSentEvent(raw_data=event.model_dump_json(), id=str(event.seq))
 

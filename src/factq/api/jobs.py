@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from factq.api.deps import (
-    BrokerDep,
     HubDep,
     LimiterDep,
     OwnerDep,
@@ -20,21 +19,12 @@ from factq.api.deps import (
     SettingsDep,
     StoreDep,
     StreamsDep,
+    SubmitterDep,
     checked_job_id,
 )
 from factq.api.json_body import JSONBodyRoute
+from factq.api.ratelimit import admit
 from factq.api.streams import caller_of
-from factq.api.submission import (
-    BatchRequest,
-    JobRequest,
-    admit,
-    check_webhooks,
-    enqueue,
-    enqueue_once,
-    fingerprint,
-    validate_batch,
-    validate_request,
-)
 from factq.errors import (
     FactqError,
     InvalidInput,
@@ -44,9 +34,10 @@ from factq.errors import (
     NotFinished,
     RateLimited,
 )
-from factq.events import EventHub, follow
-from factq.models import Job, JobStatus
-from factq.store import Store
+from factq.schema import BatchRequest, Job, JobRequest, JobStatus
+from factq.state.events import EventHub, follow
+from factq.state.store import Store
+from factq.submit import check_webhooks, fingerprint, validate_batch, validate_request
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JSONBodyRoute)
 
@@ -117,7 +108,7 @@ async def submit_job(
     limiter: LimiterDep,
     settings: SettingsDep,
     store: StoreDep,
-    broker: BrokerDep,
+    submitter: SubmitterDep,
     registry: RegistryDep,
     hub: HubDep,
     owner: OwnerDep,
@@ -143,7 +134,7 @@ async def submit_job(
     new = validate_request(body, registry, owner, settings.job_deadline_s)
     await check_webhooks([new], settings)
     await admit(request, limiter, store, owner, 1)
-    job, replayed = await enqueue_once(store, broker, new, idempotency_key, fingerprint(body))
+    job, replayed = await submitter.enqueue_once(new, idempotency_key, fingerprint(body))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -179,7 +170,7 @@ async def submit_batch(
     limiter: LimiterDep,
     settings: SettingsDep,
     store: StoreDep,
-    broker: BrokerDep,
+    submitter: SubmitterDep,
     registry: RegistryDep,
     owner: OwnerDep,
 ) -> JobList:
@@ -191,7 +182,7 @@ async def submit_batch(
     jobs = validate_batch(body.jobs, registry, owner, settings.job_deadline_s)
     await check_webhooks(jobs, settings)
     await admit(request, limiter, store, owner, len(jobs))
-    return JobList(jobs=await enqueue(store, broker, jobs))
+    return JobList(jobs=await submitter.enqueue(jobs))
 
 
 @router.post(
@@ -203,7 +194,7 @@ async def submit_batch(
 async def cancel_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
     """A queued job is cancelled at once; a running one is flagged (`cancel_requested`)
     and its computation stopped, so it is `cancelled` within a second."""
-    return await store.cancel_job(checked_job_id(job_id), owner)
+    return await store.jobs.cancel(checked_job_id(job_id), owner)
 
 
 @router.get(
@@ -211,7 +202,7 @@ async def cancel_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
 )
 async def get_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
     """The job as it is now; poll this, or follow its events."""
-    return await store.get_job(checked_job_id(job_id), owner)
+    return await store.jobs.get(checked_job_id(job_id), owner)
 
 
 @router.get(
@@ -239,7 +230,7 @@ async def get_result(
     ] = None,
 ) -> StreamingResponse:
     """The full value, streamed from Redis in chunks: decimal digits, or `?format=hex`."""
-    job = await store.get_job(checked_job_id(job_id), owner)
+    job = await store.jobs.get(checked_job_id(job_id), owner)
     task = registry.get_task(job.task)
     result_format = task.result_format(format_name)
     if result_format is None:
@@ -248,10 +239,10 @@ async def get_result(
             f"unknown format {format_name!r} for task {task.name!r}; use one of: {known}"
         )
     require_succeeded(job)
-    size = await store.result_size(job.id, result_format.name)
+    size = await store.results.size(job.id, result_format.name)
     filename = f"{job.task}-{job.id}-{result_format.name}.txt"
     return StreamingResponse(
-        store.iter_result(job.id, result_format.name, size),
+        store.results.chunks(job.id, result_format.name, size),
         media_type=result_format.media_type,
         headers={
             "Content-Length": str(size),
@@ -270,13 +261,13 @@ async def delete_job(
     job_id: JobId, store: StoreDep, registry: RegistryDep, owner: OwnerDep
 ) -> Response:
     """Delete a finished job and its result before their TTL."""
-    job = await store.get_job(checked_job_id(job_id), owner)
+    job = await store.jobs.get(checked_job_id(job_id), owner)
     task = registry.get(job.task)
     formats = [f.name for f in task.formats] if task else []
     computation = None
     if task is not None and task.deterministic:
         computation = store.computations.of(task.name, job.input, task.version)
-    await store.delete_job(job.id, owner, formats, computation)
+    await store.jobs.delete(job.id, owner, formats, computation)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -307,7 +298,7 @@ async def wait_until_final(
 
     async def follow_to_end() -> None:
         with contextlib.suppress(FactqError):
-            async for event in follow(store, hub, job.id, owner):
+            async for event in follow(store.events, hub, job.id, owner):
                 latest[0] = event.job
 
     follower = asyncio.create_task(follow_to_end())

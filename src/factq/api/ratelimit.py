@@ -11,9 +11,14 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
+from starlette.requests import Request
 
 from factq.errors import BackendUnavailable, RateLimited
 from factq.settings import Settings
+from factq.state.connection import connection_pool
+from factq.state.store import Store
+
+LIMITER_CONNECTIONS = 20
 
 
 class SubmissionLimiter:
@@ -30,7 +35,7 @@ class SubmissionLimiter:
         if self._item is not None:
             url = settings.redis_url.get_secret_value()
             # Our own pool, so that it is closed with the API.
-            self._pool = redis.BlockingConnectionPool.from_url(url, max_connections=20, timeout=5)
+            self._pool = connection_pool(settings, max_connections=LIMITER_CONNECTIONS)
             storage = RedisStorage(
                 "async+" + url,
                 implementation="redispy",
@@ -62,3 +67,13 @@ class SubmissionLimiter:
             f"over the limit of {self._item} job submissions; retry in {retry_after_s} s",
             retry_after_s=retry_after_s,
         )
+
+
+async def admit(
+    request: Request, limiter: SubmissionLimiter, store: Store, owner: str, jobs: int
+) -> None:
+    """Apply the submission rate (per key, or per client address when keys are off)
+    and the cap on each key's jobs in flight; 429 when over either."""
+    client = request.client.host if request.client else "unknown"
+    await limiter.admit(owner or f"address:{client}", jobs)
+    await store.in_flight.admit(owner, jobs)

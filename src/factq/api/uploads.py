@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import gmpy2
-import redis
 from starlette.requests import Request
 
 from factq.api.deps import JOB_ID
 from factq.api.flat_json import FlatObjectReader
 from factq.errors import InvalidInput
-from factq.redis_edge import text
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.connection import connect_blocking, text
+from factq.state.store import Store
 from factq.tasks.factorial import PREVIEW_DIGITS
 
 FIELDS: Final = frozenset({"id", "status", "output"})
@@ -91,10 +90,10 @@ class Update:
             job_id = self.short("id")
             if "id" not in self._short or not JOB_ID.fullmatch(job_id):
                 return
-            self.upload = store.names.upload(job_id, secrets.token_hex(8))
+            self.upload = store.keys.upload(job_id, secrets.token_hex(8))
         if self._pending:
             data, self._pending = b"".join(self._pending), []
-            await store.append_upload(self.upload, data)
+            await store.results.append_upload(self.upload, data)
 
 
 async def read_update(request: Request, store: Store) -> Update:
@@ -115,7 +114,7 @@ async def read_update(request: Request, store: Store) -> Update:
             raise InvalidInput("status: must be processing, done or failed")
     except BaseException:
         # A body refused (or cut off) leaves nothing of itself in Redis.
-        await store.drop_uploads([update.upload] if update.upload else [])
+        await store.results.drop_uploads([update.upload] if update.upload else [])
         raise
     return update
 
@@ -123,7 +122,7 @@ async def read_update(request: Request, store: Store) -> Update:
 def hex_of_upload(redis_url: str, decimal_key: str, hex_key: str, ttl_s: int) -> None:
     """In the converter process: the upload's value in hexadecimal, into hex_key.
     gmpy2 holds the GIL for the whole conversion, so it never runs in the API's loop."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect_blocking(redis_url)
     try:
         decimal = client.get(decimal_key)
         if decimal is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from factq import models
-from factq.models import JobError, JobMetrics, JobStatus
+from factq import schema
+from factq.schema import JobError, JobMetrics, JobStatus
 
 __all__ = ["Job", "JobError", "JobEvent", "JobMetrics", "JobStatus"]
 
 
-class Job(models.Job):
+class Job(schema.Job):
     """A job as the service reports it; fields a newer service adds are kept, not dropped."""
 
     model_config = ConfigDict(extra="allow")

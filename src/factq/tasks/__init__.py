@@ -18,7 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from factq.errors import FactqError, InvalidInput, UnknownTask
+from factq.errors import (
+    FactqError,
+    InvalidInput,
+    UnknownTask,
+    first_problem,
+    validation_details,
+)
 from factq.json_numbers import LongInteger
 from factq.settings import Settings
 
@@ -80,14 +86,10 @@ class Task:
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             messages = _messages(self.input_model, errors)
-            where = ".".join(map(str, errors[0]["loc"]))
-            first = f"{where}: {messages[0]}" if where else messages[0]
+            first = first_problem(validation_details(errors, messages=messages))
             raise InvalidInput(
                 f"invalid input for task {self.name!r}: {first}",
-                details=[
-                    {"loc": ".".join(["input", *map(str, error["loc"])]), "message": message}
-                    for error, message in zip(errors, messages, strict=True)
-                ],
+                details=validation_details(errors, within=["input"], messages=messages),
             ) from None
         long = _long_integer(raw)
         if long is not None:

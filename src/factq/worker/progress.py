@@ -15,27 +15,30 @@ from typing import Final
 
 import redis
 
-from factq import lua
-from factq.names import Names
+from factq.state import lua
+from factq.state.connection import connect_blocking
+from factq.state.keys import Keys
 
 logger = logging.getLogger(__name__)
 
 Report = Callable[[float], None]
 
 MIN_INTERVAL_S: Final = 0.1
+REPORT_TIMEOUT_S: Final = 2.0
 
 
 class ProgressReporter:
     """One per pool process; `for_job` makes the callable a task receives."""
 
     def __init__(self, redis_url: str, namespace: str) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        # Short timeouts: a report waits inside the computation, and is worth less.
+        self._redis = connect_blocking(redis_url, timeout_s=REPORT_TIMEOUT_S)
         self._script = self._redis.register_script(lua.script("progress"))
-        self._names = Names(namespace)
+        self._keys = Keys(namespace)
 
     def for_job(self, job_id: str, min_interval_s: float = MIN_INTERVAL_S) -> Report:
-        keys = [self._names.job(job_id), self._names.events(job_id)]
-        channel = self._names.events_channel
+        keys = [self._keys.job(job_id), self._keys.events(job_id)]
+        channel = self._keys.events_channel
         last_sent = float("-inf")
         last_fraction = -1.0
 

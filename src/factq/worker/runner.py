@@ -21,15 +21,16 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from factq.broker import Broker, Consumer, JobMessage, settle
-from factq.computations import FAILURE_TTL_S, RENEW_EVERY_S, Computation
 from factq.errors import BackendUnavailable, UnknownTask
-from factq.models import JobError, JobStatus
+from factq.schema import JobError, JobStatus
 from factq.settings import CONSUMER_TIMEOUT_MARGIN_S, Settings
-from factq.store import StartOutcome, Store, Transition
+from factq.state.computations import FAILURE_TTL_S, RENEW_EVERY_S, Computation
+from factq.state.records import Outcome, Transition
+from factq.state.store import Store
 from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
 from factq.worker.retry import retry_backend
-from factq.worker.webhooks import WebhookSender
+from factq.worker.webhook_delivery import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,10 @@ class Worker:
     ) -> None:
         assert self._store is not None
         store = self._store
-        started = await retry_backend(lambda: store.mark_running(job.job_id), self._should_exit)
-        if started.outcome != StartOutcome.STARTED:
+        started = await retry_backend(
+            lambda: store.runs.mark_running(job.job_id), self._should_exit
+        )
+        if started.outcome != Outcome.STARTED:
             logger.info("job %s is %s; not running it", job.job_id, started.outcome)
             await settle(message, "ack")
             return
@@ -198,21 +201,21 @@ class Worker:
                 return
         except CancelAsked:
             logger.info("job %s cancelled while running", job.job_id)
-            await retry_backend(lambda: store.mark_cancelled(job.job_id), self._should_exit)
+            await retry_backend(lambda: store.runs.mark_cancelled(job.job_id), self._should_exit)
         except PoolProcessLost as exc:
             logger.warning("job %s: %s; returning it to the queue", job.job_id, exc)
-            await retry_backend(lambda: store.note_lost_attempt(job.job_id), self._should_exit)
+            await retry_backend(lambda: store.runs.note_lost_attempt(job.job_id), self._should_exit)
             await settle(message, "requeue")
             return
         except (TaskFailed, TaskTimedOut, UnknownTask) as exc:
             error = _job_error(exc)
             ended = await retry_backend(
-                lambda: store.mark_failed(job.job_id, error), self._should_exit
+                lambda: store.runs.mark_failed(job.job_id, error), self._should_exit
             )
             await self._share_outcome(shared, ended)
         else:
             ended = await retry_backend(
-                lambda: store.mark_succeeded(job.job_id, output.summary, output.formats),
+                lambda: store.runs.mark_succeeded(job.job_id, output.summary, output.formats),
                 self._should_exit,
             )
             await self._share_outcome(shared, ended)
@@ -222,7 +225,7 @@ class Worker:
                     await store.computations.release(shared, job.job_id)
         await settle(message, "ack")
 
-    # Identical deterministic jobs: one computation (see factq.computations).
+    # Identical deterministic jobs: one computation (see factq.state.computations).
 
     def _computation(self, job: JobMessage) -> Computation | None:
         """The job's computation, when identical jobs may share it."""
@@ -257,9 +260,9 @@ class Worker:
             )
             if other is not None:
                 ended = await retry_backend(
-                    partial(store.finish_like, job.job_id, other, formats), self._should_exit
+                    partial(store.runs.finish_like, job.job_id, other, formats), self._should_exit
                 )
-                if ended.outcome != "unavailable":
+                if ended.outcome != Outcome.UNAVAILABLE:
                     logger.info("job %s ended as job %s, its identical twin", job.job_id, other)
                     return None
             holder = await retry_backend(
@@ -335,7 +338,7 @@ class Worker:
                 await asyncio.sleep(CANCEL_CHECK_INTERVAL_S)
                 if self._running and self._store is not None:
                     with contextlib.suppress(BackendUnavailable):
-                        for job_id in await self._store.cancel_requested(list(self._running)):
+                        for job_id in await self._store.jobs.cancel_requested(list(self._running)):
                             self._cancel_held(job_id)
         finally:
             listener.cancel()
@@ -345,7 +348,7 @@ class Worker:
         assert self._store is not None
         while True:
             try:
-                async for job_id in self._store.control_messages(listening):
+                async for job_id in self._store.events.control_messages(listening):
                     self._cancel_held(job_id)
             except BackendUnavailable:
                 await asyncio.sleep(1)
@@ -365,7 +368,7 @@ class Worker:
             await settle(message, "ack")
             return
         try:
-            lost = await store.was_last_attempt_lost(job.job_id)
+            lost = await store.runs.was_last_attempt_lost(job.job_id)
             error = (
                 JobError(type="worker_lost", message="its pool process died on its last attempt")
                 if lost
@@ -374,7 +377,7 @@ class Worker:
                     message=f"delivered {self.settings.max_attempts} times without finishing",
                 )
             )
-            await store.mark_failed(job.job_id, error)
+            await store.runs.mark_failed(job.job_id, error)
         except BackendUnavailable:
             await asyncio.sleep(1)
             await settle(message, "requeue")

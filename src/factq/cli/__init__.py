@@ -1,6 +1,6 @@
 """`factq api | worker | dev | submit | status | watch | cancel`: parse flags, run one thing.
 
-The server commands run in `factq.serve`, the job commands in `factq.cli_jobs`;
+The server commands run in `factq.cli.serve`, the job commands in `factq.cli.jobs`;
 each is imported only when one of its commands runs, so that `--help` and the
 job commands start without loading the server stack.
 """
@@ -74,7 +74,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The job commands, clients of a running service (run by `factq.cli_jobs`)."""
+    """The job commands, clients of a running service (run by `factq.cli.jobs`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url", help="the service's base URL (default: FACTQ_URL, else http://127.0.0.1:8000)"
@@ -125,7 +125,7 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in JOB_COMMANDS:
-        from factq import cli_jobs
+        from factq.cli import jobs as cli_jobs
 
         return cli_jobs.run(args)
     return _run_server(args)
@@ -137,7 +137,7 @@ def _run_server(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from factq import serve
+    from factq.cli import serve
     from factq.errors import FactqError
     from factq.logs import configure_logging
     from factq.settings import Settings

@@ -21,7 +21,7 @@ from factq.api.server import Server, protocol_for, raise_descriptor_limit
 from factq.broker import Broker
 from factq.logs import route_server_logs
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.store import Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

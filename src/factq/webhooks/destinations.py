@@ -1,80 +1,21 @@
-"""Webhooks: what a job asks for, where deliveries may go, and how they are signed.
-
-Deliveries are queued by the state-change scripts themselves (see `emit` in
-`lua/prelude.lua`) and sent by the workers (`factq.worker.webhooks`), so the
-API stays light and a job's completion never waits for a receiver.
-"""
+"""Where webhook deliveries may go: public unicast addresses over https, unless
+the host is allowed, checked at submission and again (pinned) before each
+delivery."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
-from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
-
-from pydantic import BaseModel, ConfigDict, Field
-from standardwebhooks import Webhook
+from urllib.parse import urlsplit
 
 from factq.errors import InvalidWebhook
 
-WebhookEvent = Literal["started", "progress", "completed"]
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 RESOLVE_TIMEOUT_S = 5.0
 # The deprecated 6to4 relay anycast range: routable, but no one host.
 SIXTOFOUR_RELAYS = ipaddress.ip_network("192.88.99.0/24")
-
-
-def _completed_only() -> list[WebhookEvent]:
-    return ["completed"]
-
-
-class WebhookRequest(BaseModel):
-    """Where to POST a job's events, and which ones (`completed` is any final state)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(max_length=2048, examples=["https://example.com/hooks/factq"])
-    events: list[WebhookEvent] = Field(default_factory=_completed_only, min_length=1)
-
-
-class WebhookDelivery(BaseModel):
-    """One attempt to deliver one event."""
-
-    type: str
-    attempt: int
-    at: datetime
-    status_code: int | None = None
-    error: str | None = None
-
-
-class WebhookState(BaseModel):
-    """A job's webhook as the job shows it: what it asked for, and every attempt so far."""
-
-    url: str
-    events: list[WebhookEvent]
-    deliveries: list[WebhookDelivery] = Field(default_factory=list)
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown or logged: user, password, query and fragment,
-    which may carry credentials, replaced by `***`."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    return urlunsplit(
-        (
-            parts.scheme,
-            netloc,
-            parts.path,
-            "***" if parts.query else "",
-            "***" if parts.fragment else "",
-        )
-    )
 
 
 def allowed_hosts(setting: str) -> frozenset[str]:
@@ -164,21 +105,3 @@ async def _resolve(host: str, port: int) -> list[Address]:
     if not addresses:
         raise InvalidWebhook(f"webhook host {host} cannot be resolved")
     return addresses
-
-
-def signed_request(
-    secret: str, delivery_id: str, event_type: str, job: dict[str, Any]
-) -> tuple[bytes, dict[str, str]]:
-    """The body and the Standard Webhooks headers of one delivery."""
-    now = datetime.now(UTC)
-    body = json.dumps(
-        {"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": job},
-        separators=(",", ":"),
-    )
-    signature = Webhook(secret).sign(delivery_id, now, body)
-    return body.encode(), {
-        "content-type": "application/json",
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
-    }

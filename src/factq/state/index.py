@@ -6,80 +6,53 @@ from collections.abc import Sequence
 
 import redis.asyncio as redis
 
-from factq.errors import RateLimited
-from factq.models import Job, JobStatus
-from factq.names import Names
-from factq.redis_edge import backend_errors, text
+from factq.schema import Job, JobStatus
 from factq.settings import Settings
+from factq.state.connection import backend_errors, text
+from factq.state.keys import Keys
+from factq.state.records import job_from_fields
 
 # Each owner's job list covers at most this many of its newest jobs.
 OWNER_INDEX_MAX = 100_000
 # A filtered listing reads at most this many index entries per job it returns.
 LIST_SCAN_FACTOR = 10
-IN_FLIGHT_RETRY_S = 1
-# Statuses (and a vanished job) that no longer count as in flight.
-_NOT_IN_FLIGHT = {None, b"succeeded", b"failed", b"cancelled"}
 
 
 class JobIndex:
     """Job ids by owner, scored by a per-owner counter: unique, in submission order."""
 
-    def __init__(self, client: redis.Redis, names: Names, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
         self._redis = client
-        self._names = names
+        self._keys = keys
         # The index outlives its newest job's result; entries whose job is
         # gone are dropped as they are read.
         self._keep_s = 2 * settings.result_ttl_s
-        self._max_in_flight = settings.max_in_flight_per_key
+        self._track_in_flight = bool(settings.max_in_flight_per_key)
 
     @backend_errors
     async def add(self, owner: str, job_ids: Sequence[str]) -> None:
         """Index jobs that exist already (a listing drops entries it cannot find)."""
-        counter = self._names.owner_counter(owner)
+        counter = self._keys.owner_counter(owner)
         last = await self._redis.incrby(counter, len(job_ids))
         first = last - len(job_ids) + 1
-        index = self._names.owner_jobs(owner)
+        index = self._keys.owner_jobs(owner)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
             pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
             pipe.expire(index, self._keep_s)
             pipe.expire(counter, self._keep_s)
-            if self._max_in_flight:
-                active = self._names.owner_active(owner)
+            if self._track_in_flight:
+                active = self._keys.owner_active(owner)
                 pipe.sadd(active, *job_ids)
                 pipe.expire(active, self._keep_s)
             await pipe.execute()
-
-    @backend_errors
-    async def admit(self, owner: str, jobs: int) -> None:
-        """Refuse more than FACTQ_MAX_IN_FLIGHT_PER_KEY queued or running jobs per owner."""
-        if not self._max_in_flight:
-            return
-        key = self._names.owner_active(owner)
-        if await self._redis.scard(key) + jobs <= self._max_in_flight:
-            return
-        # Finished jobs leave the set only here, when it looks full.
-        members = [text(member) for member in await self._redis.smembers(key)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in members:
-                pipe.hget(self._names.job(job_id), "status")
-            statuses = await pipe.execute()
-        done = [m for m, s in zip(members, statuses, strict=True) if s in _NOT_IN_FLIGHT]
-        if done:
-            await self._redis.srem(key, *done)
-        in_flight = len(members) - len(done)
-        if in_flight + jobs > self._max_in_flight:
-            raise RateLimited(
-                f"{in_flight} jobs in flight; at most {self._max_in_flight} per key",
-                retry_after_s=IN_FLIGHT_RETRY_S,
-            )
 
     @backend_errors
     async def page(
         self, owner: str, *, status: JobStatus | None, limit: int, cursor: int | None
     ) -> tuple[list[Job], int | None]:
         """The owner's jobs, newest first, after `cursor`; and the cursor of the next page."""
-        index = self._names.owner_jobs(owner)
+        index = self._keys.owner_jobs(owner)
         upper = f"({cursor}" if cursor is not None else "+inf"
         found: list[Job] = []
         budget = limit * LIST_SCAN_FACTOR
@@ -91,7 +64,7 @@ class JobIndex:
                 return found, None
             async with self._redis.pipeline(transaction=False) as pipe:
                 for job_id, _ in entries:
-                    pipe.hgetall(self._names.job(text(job_id)))
+                    pipe.hgetall(self._keys.job(text(job_id)))
                 hashes = await pipe.execute()
             stale = []
             for (job_id, score), raw in zip(entries, hashes, strict=True):
@@ -100,7 +73,7 @@ class JobIndex:
                 if not raw:
                     stale.append(job_id)
                     continue
-                job = Job.from_fields({text(k): text(v) for k, v in raw.items()})
+                job = job_from_fields({text(k): text(v) for k, v in raw.items()})
                 if status is None or job.status is status:
                     found.append(job)
                 if len(found) == limit:

@@ -1,4 +1,5 @@
-"""Sending webhook deliveries: signed, retried with backoff, each attempt logged.
+"""Draining the webhook queue: each delivery signed, sent, retried with backoff,
+and each attempt logged on its job.
 
 The deliveries wait in a Redis stream, queued by the same script that made
 the change; the workers read it as one consumer group, so each delivery is
@@ -12,22 +13,19 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
 
 from factq.errors import BackendUnavailable, InvalidWebhook
 from factq.logs import redact
+from factq.schema import WebhookDelivery
 from factq.settings import Settings
-from factq.store import Store
-from factq.webhook_queue import WebhookTask
-from factq.webhooks import (
-    WebhookDelivery,
-    allowed_hosts,
-    destination_addresses,
-    signed_request,
-)
+from factq.state.store import Store
+from factq.state.webhook_queue import WebhookTask
+from factq.webhooks.destinations import allowed_hosts
+from factq.webhooks.sender import post_checked
+from factq.webhooks.signing import signed_request
 
 logger = logging.getLogger(__name__)
 
@@ -36,58 +34,6 @@ BLOCK_MS = 1000
 # A delivery left unfinished this long by its worker is taken over by another.
 TAKEOVER_MS = 5 * 60 * 1000
 CONCURRENT_DELIVERIES = 32
-
-
-async def post_checked(
-    url: str,
-    allowed: frozenset[str],
-    *,
-    content: bytes,
-    headers: Mapping[str, str],
-    timeout_s: float,
-    ssl_context: ssl.SSLContext,
-) -> httpx.Response:
-    """POST to url once its destination is checked, connecting only to an
-    address the check allowed.
-
-    httpx would resolve the host again to connect, and get another answer
-    from a hostile DNS server (DNS rebinding). So the request goes to a checked
-    address itself, while its Host header, TLS server name (SNI) and certificate
-    check keep the URL's host. Redirects are never followed: a receiver could
-    bounce a delivery to an address the check refused.
-    """
-    addresses = await destination_addresses(url, allowed)
-    target = httpx.URL(url)
-    headers = {**headers, "host": target.netloc.decode("ascii")}
-    extensions = {"sni_hostname": target.raw_host.decode("ascii")}
-    unreachable: httpx.TransportError | None = None
-    for address in addresses:
-        # A client per connection: a pool is keyed by the address it connects
-        # to, so a shared one could carry one host's delivery over a connection
-        # whose certificate was checked for another host on that address. And
-        # no proxy from the environment: its tunnel would check the certificate
-        # against the address, not the host.
-        async with httpx.AsyncClient(
-            verify=ssl_context, follow_redirects=False, timeout=timeout_s, trust_env=False
-        ) as http:
-            request = http.build_request(
-                "POST",
-                target.copy_with(host=str(address)),
-                content=content,
-                headers=headers,
-                extensions=extensions,
-            )
-            try:
-                # The status is the answer: the body is never read, so a
-                # receiver that drips one out cannot hold a delivery slot.
-                response = await http.send(request, stream=True)
-                await response.aclose()
-                return response
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                # Nothing was sent: the host's next address may answer.
-                unreachable = exc
-    assert unreachable is not None, "a resolved host has an address"
-    raise unreachable
 
 
 class WebhookSender:

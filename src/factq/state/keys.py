@@ -1,4 +1,5 @@
-"""Every Redis key and AMQP name factq uses, derived from the namespace.
+"""Every Redis key factq uses, derived from the namespace (the AMQP names are
+`factq.broker.QueueNames`).
 
 One job's keys share the `{job_id}` hash tag, so that on Redis Cluster each
 state-change script touches a single slot.
@@ -10,14 +11,17 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class Names:
-    """Names for one deployment (or one test run), from `FACTQ_NAMESPACE`."""
+class Keys:
+    """Redis keys for one deployment (or one test run), from `FACTQ_NAMESPACE`."""
 
     namespace: str
 
-    # Redis.
     def job(self, job_id: str) -> str:
         return f"{self.namespace}:job:{{{job_id}}}"
+
+    def job_keys(self, job_id: str) -> list[str]:
+        """The keys every state-change script of a job takes first: its hash and its stream."""
+        return [self.job(job_id), self.events(job_id)]
 
     def events(self, job_id: str) -> str:
         return f"{self.namespace}:events:{{{job_id}}}"
@@ -64,16 +68,3 @@ class Names:
     @property
     def control_channel(self) -> str:
         return f"{self.namespace}:control"
-
-    # RabbitMQ.
-    @property
-    def jobs_queue(self) -> str:
-        return f"{self.namespace}.jobs"
-
-    @property
-    def dead_letter_exchange(self) -> str:
-        return f"{self.namespace}.dlx"
-
-    @property
-    def dead_letter_queue(self) -> str:
-        return f"{self.namespace}.jobs.dead"

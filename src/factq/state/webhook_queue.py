@@ -15,10 +15,10 @@ import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from factq.models import Job
-from factq.names import Names
-from factq.redis_edge import backend_errors, text
-from factq.webhooks import WebhookDelivery
+from factq.schema import Job, WebhookDelivery
+from factq.state.connection import backend_errors, text
+from factq.state.keys import Keys
+from factq.state.records import job_from_fields
 
 GROUP = "senders"
 
@@ -37,7 +37,7 @@ class WebhookTask:
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[bytes, bytes]) -> WebhookTask:
-        job = Job.from_fields(json.loads(fields[b"job"]))
+        job = job_from_fields(json.loads(fields[b"job"]))
         shown = job.webhook.url if job.webhook else ""
         return cls(
             entry_id=text(entry_id),
@@ -52,15 +52,15 @@ class WebhookTask:
 class WebhookQueue:
     """The deliveries stream, and each job's log of attempts."""
 
-    def __init__(self, client: redis.Redis, names: Names, log_script: AsyncScript) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, log_script: AsyncScript) -> None:
         self._redis = client
-        self._names = names
+        self._keys = keys
         self._log_script = log_script
 
     @backend_errors
     async def ensure_group(self) -> None:
         try:
-            await self._redis.xgroup_create(self._names.webhooks, GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(self._keys.webhooks, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -72,12 +72,12 @@ class WebhookQueue:
         """Deliveries for this consumer: those another consumer left unfinished
         for min_idle_ms (it died), else new ones, waiting up to block_ms."""
         _, claimed, _ = await self._redis.xautoclaim(
-            self._names.webhooks, GROUP, consumer, min_idle_ms, count=count
+            self._keys.webhooks, GROUP, consumer, min_idle_ms, count=count
         )
         entries: Any = claimed
         if not entries:
             streams: Any = await self._redis.xreadgroup(
-                GROUP, consumer, {self._names.webhooks: ">"}, count=count, block=block_ms
+                GROUP, consumer, {self._keys.webhooks: ">"}, count=count, block=block_ms
             )
             entries = streams[0][1] if streams else []
         return [WebhookTask.from_entry(entry_id, fields) for entry_id, fields in entries if fields]
@@ -85,11 +85,11 @@ class WebhookQueue:
     @backend_errors
     async def finish(self, task: WebhookTask) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self._names.webhooks, GROUP, task.entry_id)
-            pipe.xdel(self._names.webhooks, task.entry_id)
+            pipe.xack(self._keys.webhooks, GROUP, task.entry_id)
+            pipe.xdel(self._keys.webhooks, task.entry_id)
             await pipe.execute()
 
     @backend_errors
     async def log_attempt(self, job_id: str, attempt: WebhookDelivery) -> None:
         """Record an attempt in the job's `webhook.deliveries` (a job that is gone stays gone)."""
-        await self._log_script(keys=[self._names.job(job_id)], args=[attempt.model_dump_json()])
+        await self._log_script(keys=[self._keys.job(job_id)], args=[attempt.model_dump_json()])

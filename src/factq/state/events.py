@@ -1,4 +1,5 @@
-"""Live job events: one Redis pub/sub connection per process, fanned out by job id.
+"""Job events: each job's log (a stream), and live events over one Redis pub/sub
+connection per process, fanned out by job id.
 
 Pub/sub is at-most-once; each job's event stream in Redis is the truth. A
 follower subscribes first, then reads the job's state (or its logged events),
@@ -16,16 +17,18 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from factq.errors import FactqError
-from factq.models import JobEvent
-from factq.names import Names
+from factq.errors import BackendUnavailable, FactqError
+from factq.schema import JobEvent
 from factq.settings import Settings
-from factq.store import Store
+from factq.state.connection import backend_errors, connect_listener, text
+from factq.state.jobs import JobRecords
+from factq.state.keys import Keys
+from factq.state.records import event_from_fields
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +78,46 @@ class Subscription:
             return RESYNC
 
 
+class EventLog:
+    """Each job's logged events, and the control channel that carries cancels."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, jobs: JobRecords) -> None:
+        self._redis = client
+        self._keys = keys
+        self._jobs = jobs
+
+    @backend_errors
+    async def current(self, job_id: str, owner: str | None = None) -> JobEvent:
+        """The job's current state as an event, with the `seq` of its last change;
+        `JobNotFound` as `JobRecords.get` says."""
+        return event_from_fields(await self._jobs.fields(job_id, owner))
+
+    @backend_errors
+    async def read(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        """The job's logged events with a `seq` above `after`, oldest first."""
+        entries: Any = await self._redis.xrange(self._keys.events(job_id), min=f"({after}-0")
+        return [event_from_fields(json.loads(fields[b"job"])) for _, fields in entries]
+
+    async def control_messages(self, subscribed: asyncio.Event) -> AsyncIterator[str]:
+        """Job ids published on the control channel (cancels of running jobs);
+        `subscribed` is set once none can be missed any more."""
+        try:
+            async with self._redis.pubsub() as pubsub:
+                await pubsub.subscribe(self._keys.control_channel)
+                subscribed.set()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        yield text(message["data"])
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+
+
 class EventHub:
     """Routes the events channel to this process's subscriptions, by job id."""
 
-    def __init__(self, client: redis.Redis, names: Names) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
-        self._names = names
+        self._keys = keys
         self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -89,10 +126,8 @@ class EventHub:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[EventHub]:
         """A hub listening on its own connection until exit."""
-        client = redis.Redis.from_url(
-            settings.redis_url.get_secret_value(), socket_connect_timeout=5
-        )
-        hub = cls(client, Names(settings.namespace))
+        client = connect_listener(settings)
+        hub = cls(client, Keys(settings.namespace))
         hub._reader = asyncio.create_task(hub._listen(), name="factq-event-hub")
         try:
             await asyncio.wait_for(hub._connected.wait(), 10)
@@ -125,7 +160,7 @@ class EventHub:
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._names.events_channel)
+                    await pubsub.subscribe(self._keys.events_channel)
                     self._connected.set()
                     # Anything published while we were away is only in the streams.
                     self._broadcast(RESYNC)
@@ -147,7 +182,7 @@ class EventHub:
         if not subs:
             return
         message = json.loads(data)
-        event = JobEvent.from_fields({**message["job"], "seq": str(message["seq"])})
+        event = event_from_fields({**message["job"], "seq": str(message["seq"])})
         for subscription in list(subs):
             subscription.deliver(event)
 
@@ -158,7 +193,7 @@ class EventHub:
 
 
 async def follow(
-    store: Store, hub: EventHub, job_id: str, owner: str, *, after: int | None = None
+    log: EventLog, hub: EventHub, job_id: str, owner: str, *, after: int | None = None
 ) -> AsyncIterator[JobEvent]:
     """The job's events: its current state (or those after `after`), then each change.
 
@@ -168,11 +203,11 @@ async def follow(
     # Subscribe before reading the job: an event published in between would
     # otherwise be lost.
     with hub.subscribe(job_id) as subscription:
-        current = await store.get_event(job_id, owner)
+        current = await log.current(job_id, owner)
         if after is None:
             backlog = [current]
         else:
-            backlog = await store.read_events(job_id, after) if after < current.seq else []
+            backlog = await log.read(job_id, after) if after < current.seq else []
         last = after or 0
         if not backlog and _has_ended(current, last):
             return
@@ -189,8 +224,8 @@ async def follow(
                 backlog = [item]
             else:
                 # A gap, a reconnect of the hub, or a quiet spell: the stream knows.
-                backlog = await store.read_events(job_id, last)
-                if not backlog and _has_ended(await store.get_event(job_id, owner), last):
+                backlog = await log.read(job_id, last)
+                if not backlog and _has_ended(await log.current(job_id, owner), last):
                     return
 
 

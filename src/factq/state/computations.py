@@ -23,8 +23,8 @@ from typing import Any
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
-from factq.names import Names
-from factq.redis_edge import backend_errors, text
+from factq.state.connection import backend_errors, text
+from factq.state.keys import Keys
 
 # How long a job's lease on a computation lasts unless renewed: a worker that
 # dies mid-computation frees it this long after, for another job to take up.
@@ -54,15 +54,15 @@ class Computation:
 class Computations:
     """The leases and stored outcomes of deterministic computations."""
 
-    def __init__(self, client: redis.Redis, names: Names, lease_script: AsyncScript) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, lease_script: AsyncScript) -> None:
         self._redis = client
-        self._names = names
+        self._keys = keys
         self._lease = lease_script
 
     def of(self, task: str, job_input: dict[str, Any], version: str = "") -> Computation:
         digest = input_digest(task, job_input, version)
         return Computation(
-            task, digest, self._names.computing(task, digest), self._names.cached(task, digest)
+            task, digest, self._keys.computing(task, digest), self._keys.cached(task, digest)
         )
 
     @backend_errors

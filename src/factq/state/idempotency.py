@@ -16,8 +16,9 @@ import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
 from factq.errors import IdempotencyConflict
-from factq.names import Names
-from factq.redis_edge import backend_errors, text
+from factq.state.connection import backend_errors, text
+from factq.state.keys import Keys
+from factq.state.records import Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +48,14 @@ class KeyClaim:
 class IdempotencyKeys:
     """The Idempotency-Keys of every owner, each kept for `ttl_s`."""
 
-    def __init__(self, client: redis.Redis, names: Names, ttl_s: int, script: AsyncScript) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int, script: AsyncScript) -> None:
         self._redis = client
-        self._names = names
+        self._keys = keys
         self._ttl_s = ttl_s
         self._script = script
 
     def record(self, owner: str, key: str) -> str:
-        return self._names.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
+        return self._keys.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
 
     @backend_errors
     async def claim(self, owner: str, key: str, fingerprint: str, job_id: str) -> KeyClaim:
@@ -87,4 +88,4 @@ class IdempotencyKeys:
 
 def _parse(record: str, reply: list[bytes]) -> KeyClaim:
     outcome, value, now = (text(part) for part in reply)
-    return KeyClaim.parse(record, value, float(now), ours=outcome == "claimed")
+    return KeyClaim.parse(record, value, float(now), ours=outcome == Outcome.CLAIMED)

@@ -1,0 +1,1 @@
+"""Everything factq keeps in Redis: see `factq.state.store.Store`."""

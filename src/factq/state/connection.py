@@ -1,0 +1,96 @@
+"""Where redis-py meets factq: every Redis client is built here, with the same
+timeouts; its errors become ours, and its replies become text."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Final, ParamSpec, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from factq.errors import BackendUnavailable
+from factq.settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S: Final = 5.0
+# A command that has not answered in this long is answered as Redis unavailable.
+READ_TIMEOUT_S: Final = 30.0
+HEALTH_CHECK_S: Final = 15
+# How long a command waits for a free connection when all are in use.
+POOL_WAIT_S: Final = 10.0
+
+
+def connection_pool(settings: Settings, max_connections: int) -> aioredis.BlockingConnectionPool:
+    """A bounded pool that makes a command wait for a free connection, rather
+    than fail, when many arrive at once."""
+    return aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url.get_secret_value(),
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=READ_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_S,
+        # With maintenance notifications on ("auto" under RESP3), redis-py
+        # skips its closed-socket check when it hands out a connection, so
+        # after a Redis restart every pooled connection would fail once.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
+    """A client over its own pool (FACTQ_REDIS_MAX_CONNECTIONS connections unless
+    told), closed with `aclose()`."""
+    size = max_connections or settings.redis_max_connections
+    return aioredis.Redis.from_pool(connection_pool(settings, size))
+
+
+def connect_listener(settings: Settings) -> aioredis.Redis:
+    """A client for one pub/sub subscription: no read timeout, since a quiet
+    channel is not a dead one (health checks find a dead one)."""
+    return aioredis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_S,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def connect_blocking(url: str, timeout_s: float = READ_TIMEOUT_S) -> redis.Redis:
+    """A synchronous client, for a pool process (which has no event loop)."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
+        socket_timeout=timeout_s,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )
+
+
+def backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turn redis-py's connection errors into `BackendUnavailable`."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+        except ResponseError as exc:
+            # Out of memory (noeviction) or a read-only replica after a
+            # failover: Redis is up but cannot take writes, for now.
+            if str(exc).startswith(("OOM", "READONLY")):
+                raise BackendUnavailable(f"Redis cannot write: {str(exc)[:80]}") from exc
+            raise
+
+    return wrapper
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,182 @@
+"""Job records: made (provisional until their message is queued), read, cancelled
+and deleted. Each change is one Lua script (see `factq/state/lua/`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+
+from factq.errors import AlreadyFinished, FactqError, IdempotencyConflict, JobNotFound, NotFinished
+from factq.logs import redact_url
+from factq.schema import Job, WebhookRequest
+from factq.settings import Settings
+from factq.state.computations import Computation
+from factq.state.connection import backend_errors, text
+from factq.state.idempotency import KeyClaim
+from factq.state.index import JobIndex
+from factq.state.keys import Keys
+from factq.state.records import NewJob, Outcome, Transition, flat_fields, job_from_fields
+
+
+def _shown(webhook: WebhookRequest) -> str:
+    """A webhook as the job shows it (and its events carry it): its URL redacted."""
+    return webhook.model_copy(update={"url": redact_url(webhook.url)}).model_dump_json()
+
+
+class JobRecords:
+    """Each job's hash and event stream, from creation to deletion."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: dict[str, AsyncScript],
+        index: JobIndex,
+        settings: Settings,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._scripts = scripts
+        self._index = index
+        self._settings = settings
+
+    @property
+    def provisional_ttl_s(self) -> int:
+        """How long a job lives unconfirmed, before its message is known queued."""
+        return self._settings.provisional_ttl_s
+
+    @backend_errors
+    async def create(self, jobs: Sequence[NewJob], claim: KeyClaim | None = None) -> list[Job]:
+        """Store new queued jobs, with the provisional TTL, and index them by owner;
+        with the Idempotency-Key claim made for them, only while it still holds."""
+        guard = [claim.record] if claim else []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                await self._scripts["create"](
+                    keys=[*self._keys.job_keys(job.job_id), *guard],
+                    args=[
+                        self._keys.events_channel,
+                        self._settings.provisional_ttl_s,
+                        job.job_id,
+                        job.task,
+                        json.dumps(job.input, separators=(",", ":")),
+                        job.owner,
+                        _shown(job.webhook) if job.webhook else "",
+                        self._keys.webhooks if job.webhook else "",
+                        "" if job.deadline_s is None else repr(job.deadline_s),
+                        claim.value if claim else "",
+                        job.webhook.url if job.webhook else "",
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        created: list[Job] = []
+        for job, flat in zip(jobs, replies, strict=True):
+            if flat is None:
+                raise FactqError(f"job id {job.job_id} is already taken")
+            if flat == Outcome.CLAIM_LOST.encode():
+                raise IdempotencyConflict(
+                    "another request with this Idempotency-Key took it over while this one "
+                    "stalled; retry to get its job"
+                )
+            created.append(job_from_fields(flat_fields(flat)))
+        # Indexed only once they exist: a listing drops index entries
+        # whose job it cannot find.
+        for owner in {job.owner for job in jobs}:
+            await self._index.add(owner, [job.job_id for job in jobs if job.owner == owner])
+        return created
+
+    @backend_errors
+    async def confirm(self, job_ids: Sequence[str]) -> None:
+        """The jobs' messages are in the queue: keep the jobs while they are live."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                await self._scripts["confirm"](keys=self._keys.job_keys(job_id), client=pipe)
+            await pipe.execute()
+
+    @backend_errors
+    async def is_provisional(self, job_id: str) -> bool:
+        """Whether the job is queued and was never confirmed (its TTL still runs)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.job(job_id), "status")
+            pipe.pttl(self._keys.job(job_id))
+            status, ttl_ms = await pipe.execute()
+        return bool(status == b"queued" and ttl_ms > 0)
+
+    @backend_errors
+    async def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job, or `JobNotFound`; with an owner, another owner's job is not found."""
+        return job_from_fields(await self.fields(job_id, owner))
+
+    @backend_errors
+    async def cancel(self, job_id: str, owner: str) -> Job:
+        """Cancel a queued job now, or ask the worker of a running one to stop it."""
+        outcome, flat = await self._scripts["cancel"](
+            keys=self._keys.job_keys(job_id),
+            args=[
+                self._keys.events_channel,
+                self._settings.result_ttl_s,
+                owner,
+                self._keys.control_channel,
+            ],
+        )
+        transition = Transition.from_reply(outcome, flat)
+        if transition.job is None:
+            raise JobNotFound(job_id)
+        if transition.outcome is Outcome.TERMINAL:
+            raise AlreadyFinished(f"job {job_id} has already finished ({transition.job.status})")
+        return transition.job
+
+    @backend_errors
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of the jobs whose cancel was asked, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self._keys.job(job_id), "cancel_requested")
+            flags = await pipe.execute()
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag == b"1"}
+
+    @backend_errors
+    async def discard(self, job_ids: Sequence[str]) -> None:
+        """Remove jobs whose publish failed; a message that got out finds no job and is dropped."""
+        keys = [key for job_id in job_ids for key in self._keys.job_keys(job_id)]
+        if keys:
+            await self._redis.delete(*keys)
+
+    @backend_errors
+    async def delete(
+        self,
+        job_id: str,
+        owner: str,
+        result_formats: Sequence[str],
+        computation: Computation | None = None,
+    ) -> None:
+        """Forget a finished job and its results now; free its Idempotency-Key, and
+        its computation's stored outcome when that is this job's."""
+        record = await self._redis.hget(self._keys.job(job_id), "idempotency_key")
+        results = [self._keys.result(job_id, fmt) for fmt in result_formats]
+        extras = [text(record)] if record else []
+        if computation is not None:
+            extras.append(computation.outcome_key)
+        outcome = text(
+            await self._scripts["delete"](
+                keys=[*self._keys.job_keys(job_id), *results, *extras],
+                args=[owner, len(results), int(bool(record)), int(computation is not None)],
+            )
+        )
+        if outcome == Outcome.MISSING:
+            raise JobNotFound(job_id)
+        if outcome != Outcome.DELETED:
+            # The script answers the status of a job that has not finished.
+            raise NotFinished(f"job {job_id} is {outcome}; only a finished job can be deleted")
+
+    async def fields(self, job_id: str, owner: str | None) -> dict[str, str]:
+        """The job's hash as text; `JobNotFound` when it is gone or another owner's."""
+        raw = await self._redis.hgetall(self._keys.job(job_id))
+        fields = {text(key): text(value) for key, value in raw.items()}
+        if not fields or (owner is not None and fields.get("owner") != owner):
+            raise JobNotFound(job_id)
+        return fields

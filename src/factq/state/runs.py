@@ -1,0 +1,135 @@
+"""The moves of a job's run, as workers (and the update route) make them:
+started, then ended once (succeeded, failed or cancelled). A cancel asked
+meanwhile wins over any other end; each move is one Lua script."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+
+from factq.errors import BackendUnavailable
+from factq.schema import JobError, JobStatus
+from factq.settings import Settings
+from factq.state.connection import backend_errors
+from factq.state.keys import Keys
+from factq.state.records import Outcome, Transition
+
+# The finish script's marker: the results are in upload keys, to be moved.
+FROM_UPLOADS = "@uploads"
+
+
+class Runs:
+    """Start and end jobs' runs; remember an attempt whose process died."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: dict[str, AsyncScript], settings: Settings
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._scripts = scripts
+        self._settings = settings
+
+    @backend_errors
+    async def mark_running(self, job_id: str) -> Transition:
+        """Start an attempt: queued (or running, after a lost worker) -> running."""
+        outcome, flat = await self._scripts["start"](
+            keys=self._keys.job_keys(job_id), args=[*self._common()]
+        )
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def mark_succeeded(
+        self, job_id: str, summary: dict[str, Any], results: dict[str, bytes]
+    ) -> Transition:
+        """Store the result and end the job, once; a cancel asked meanwhile wins."""
+        fmts = list(results)
+        outcome, flat = await self._succeed(job_id, summary, fmts, [results[f] for f in fmts])
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def mark_succeeded_from_uploads(
+        self, job_id: str, summary: dict[str, Any], uploads: dict[str, str]
+    ) -> Transition:
+        """`mark_succeeded`, with each format's result moved from its upload key."""
+        fmts = list(uploads)
+        outcome, flat = await self._succeed(
+            job_id, summary, fmts, [FROM_UPLOADS], [uploads[fmt] for fmt in fmts]
+        )
+        if outcome == Outcome.MISSING_UPLOAD.encode():
+            # Expired, or lost with a Redis restart: the job is unchanged.
+            raise BackendUnavailable("the received result was lost before it was stored; retry")
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def finish_like(self, job_id: str, other_id: str, formats: Sequence[str]) -> Transition:
+        """End the job as the finished job other_id of the same computation ended,
+        with a copy of its result or its error; outcome UNAVAILABLE when that
+        job, or a result of it, is gone."""
+        outcome, flat = await self._scripts["finish_from"](
+            keys=[
+                *self._keys.job_keys(job_id),
+                self._keys.job(other_id),
+                *(self._keys.result(job_id, fmt) for fmt in formats),
+                *(self._keys.result(other_id, fmt) for fmt in formats),
+            ],
+            args=[*self._common()],
+        )
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def mark_failed(self, job_id: str, error: JobError) -> Transition:
+        """End the job as failed, once."""
+        outcome, flat = await self._scripts["finish"](
+            keys=self._keys.job_keys(job_id),
+            args=[*self._common(), JobStatus.FAILED.value, error.model_dump_json()],
+        )
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def mark_cancelled(self, job_id: str) -> Transition:
+        """End the job as cancelled, once (its computation was stopped)."""
+        outcome, flat = await self._scripts["finish"](
+            keys=self._keys.job_keys(job_id), args=[*self._common(), JobStatus.CANCELLED.value, ""]
+        )
+        return Transition.from_reply(outcome, flat)
+
+    @backend_errors
+    async def note_lost_attempt(self, job_id: str) -> None:
+        """The running attempt's pool process died (read back by `was_last_attempt_lost`)."""
+        await self._scripts["lost"](keys=self._keys.job_keys(job_id))
+
+    @backend_errors
+    async def was_last_attempt_lost(self, job_id: str) -> bool:
+        return await self._redis.hget(self._keys.job(job_id), "lost") == b"1"
+
+    async def _succeed(
+        self,
+        job_id: str,
+        summary: dict[str, Any],
+        fmts: Sequence[str],
+        values: Sequence[bytes | str],
+        uploads: Sequence[str] = (),
+    ) -> Any:
+        """The finish script ending the job succeeded, its results in `values` (or,
+        with `values` FROM_UPLOADS, moved from the `uploads` keys)."""
+        return await self._scripts["finish"](
+            keys=[
+                *self._keys.job_keys(job_id),
+                *(self._keys.result(job_id, fmt) for fmt in fmts),
+                *uploads,
+            ],
+            args=[
+                *self._common(),
+                JobStatus.SUCCEEDED.value,
+                json.dumps(summary, separators=(",", ":")),
+                *values,
+            ],
+        )
+
+    def _common(self) -> tuple[str, int]:
+        """The arguments every state-change script takes first."""
+        return self._keys.events_channel, self._settings.result_ttl_s
