@@ -10,7 +10,7 @@ import redis.asyncio as redis
 
 from factq.settings import Settings
 from factq.state.store import Store
-from factq.worker import runner
+from factq.worker import cancels
 from tests.conftest import running_worker
 from tests.support.tasks import executions
 from tests.support.waiting import until, wait_for_job
@@ -50,7 +50,7 @@ async def test_a_running_job_is_stopped_through_the_control_channel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No flag checks: only the control-channel message can stop the job in time.
-    monkeypatch.setattr(runner, "CANCEL_CHECK_INTERVAL_S", 3600)
+    monkeypatch.setattr(cancels, "CANCEL_CHECK_INTERVAL_S", 3600)
     async with running_worker(settings):
         job_id = await submit(client, "record", tag="long", log=execution_log, sleep_s=30)
         await until(lambda: executions(execution_log))
@@ -69,7 +69,7 @@ async def test_a_running_job_is_stopped_through_the_control_channel(
 async def test_a_cancel_whose_message_was_lost_is_found_by_the_flag_check(
     client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
 ) -> None:
-    assert runner.CANCEL_CHECK_INTERVAL_S <= 1
+    assert cancels.CANCEL_CHECK_INTERVAL_S <= 1
     async with running_worker(settings):
         job_id = await submit(client, "record", tag="long", log=execution_log, sleep_s=30)
         await until(lambda: executions(execution_log))

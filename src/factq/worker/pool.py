@@ -61,10 +61,10 @@ def _die_with(worker_pid: int) -> None:
     """End this pool process as soon as its worker process is gone, however it went.
 
     A worker killed with SIGKILL (or by the OOM killer) cannot stop its pool, and
-    pebble's processes notice only when they ask for their next task: a running
-    task went on as an orphan for as long as it had left (measured: the whole
-    of a 4 s task), using a core the replacement worker needs, while its job was
-    already redelivered to another worker. A thread waits on a pidfd of the
+    pebble's processes notice only when they ask for their next task: without
+    this, a running task goes on as an orphan for as long as it has left, using
+    a core the replacement worker needs, while its job is already redelivered
+    to another worker. A thread waits on a pidfd of the
     worker (the parent here is the worker's forkserver, which outlives it, so
     PR_SET_PDEATHSIG would not fire) and ends this process when it exits.
     """
