@@ -34,6 +34,14 @@ def test_factorial_150000_has_711273_digits() -> None:
     assert factorial(150_000).summary["digits"] == 711_273
 
 
+@pytest.mark.parametrize("n", [0, 1, 25, 1000, 150_000])
+def test_factorial_from_its_uploaded_digits_is_its_output(registry: TaskRegistry, n: int) -> None:
+    output = factorial(n)
+    from_upload = registry.get_task("factorial").from_upload
+    assert from_upload is not None
+    assert from_upload(output.formats["decimal"]) == output
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import factq
 from factq.api import compat, events, health, jobs, page
 from factq.api.body_limit import BodySizeLimit
+from factq.api.conversions import Conversions
 from factq.api.deps import Resources
 from factq.api.docs import install_docs
 from factq.api.errors import install_error_handlers
@@ -47,10 +46,9 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Resources]:
-        # For the rare big-number work the API does (the internal update
-        # route); its one process starts on first use.
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(1, mp_context=context) as converter:
+        # Tasks' result conversions: big-number work, in a process made on first use.
+        conversions = Conversions(settings)
+        try:
             async with (
                 AsyncExitStack() as stack,
                 Store.open(settings) as store,
@@ -71,13 +69,15 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                         "submitter": submitter,
                         "registry": tasks,
                         "hub": hub,
-                        "converter": converter,
+                        "conversions": conversions,
                         "limiter": limiter,
                         "streams": StreamSlots(settings.max_streams_per_caller),
                         "stopping": app.state.stopping,
                     }
                 finally:
                     await submitter.drain(CONFIRM_SHUTDOWN_S)
+        finally:
+            conversions.close()
 
     app = FastAPI(
         title="factq",

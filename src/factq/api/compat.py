@@ -8,19 +8,17 @@ outcome. They share the v1 routes' store, queue and validation.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 
+from factq.api.conversions import Conversions, format_uploads
 from factq.api.deps import (
-    ConverterDep,
+    ConversionsDep,
     LimiterDep,
     OwnerDep,
     RegistryDep,
@@ -32,20 +30,18 @@ from factq.api.deps import (
 )
 from factq.api.json_body import JSONBodyRoute, is_json, refuse_media_type
 from factq.api.ratelimit import admit
-from factq.api.uploads import Update, hex_of_upload, read_update
+from factq.api.uploads import Update, read_update
 from factq.errors import (
     AlreadyFinished,
-    BackendUnavailable,
     InvalidInput,
     InvalidRequest,
     JobNotFound,
 )
 from factq.schema import Job, JobError, JobRequest, JobStatus
-from factq.settings import Settings
 from factq.state.records import Outcome, Transition
-from factq.state.results import UPLOAD_TTL_S
 from factq.state.store import Store
 from factq.submit import validate_request
+from factq.tasks import Task
 
 router = APIRouter(tags=["compatibility"], route_class=JSONBodyRoute)
 
@@ -141,27 +137,30 @@ async def factorial_result(
     },
 )
 async def update_factorial(
-    request: Request, store: StoreDep, converter: ConverterDep, settings: SettingsDep
+    request: Request, store: StoreDep, registry: RegistryDep, conversions: ConversionsDep
 ) -> CompatResult:
     """Mark a job processing, done with its decimal output, or failed.
 
     The body is read as it arrives, its digits straight into Redis: an output
-    as long as the largest n allows is taken (see `factq.api.uploads`).
+    as long as the largest n allows is taken (see `factq.api.uploads`). The
+    task makes its output (summary, other formats) of those digits, in the
+    API's process for conversions (see `factq.api.conversions`).
     """
     content_type = request.headers.get("content-type")
     if not is_json(content_type):
         refuse_media_type(content_type)
+    task = registry.get_task("factorial")
     update = await read_update(request, store)
-    hex_upload = f"{update.upload}:hex" if update.upload else ""
+    uploads = format_uploads(task, update.upload)
     try:
         job_id = checked_job_id(update.job_id)
         job = await store.jobs.get(job_id)
-        if job.task != "factorial":
+        if job.task != task.name:
             raise JobNotFound(job_id)
-        transition = await _apply_update(store, converter, settings, job, update, hex_upload)
+        transition = await _apply_update(store, conversions, task, job, update, uploads)
     finally:
         # Moved into the job's results when it succeeded; otherwise gone now.
-        await store.results.drop_uploads([key for key in (update.upload, hex_upload) if key])
+        await store.results.drop_uploads(list(uploads.values()))
     updated = transition.job or await store.jobs.get(job_id)
     if transition.outcome is Outcome.TERMINAL:
         raise AlreadyFinished(f"job {job_id} has already finished ({updated.status})")
@@ -172,40 +171,22 @@ async def update_factorial(
 
 async def _apply_update(
     store: Store,
-    converter: Executor,
-    settings: Settings,
+    conversions: Conversions,
+    task: Task,
     job: Job,
     update: Update,
-    hex_upload: str,
+    uploads: dict[str, str],
 ) -> Transition:
     if update.status == "processing":
         return await store.runs.mark_running(job.id)
     if update.status == "failed":
         message = update.message.decode("utf-8", errors="replace") or "failed"
         return await store.runs.mark_failed(job.id, JobError(type="task_error", message=message))
-    if not update.digits or not update.is_decimal or not update.upload:
+    if not update.digits or not update.is_decimal or not uploads:
         raise InvalidInput("output must be the decimal digits of the value")
     if job.status is JobStatus.QUEUED:
         await store.runs.mark_running(job.id)
-    # The conversion to hexadecimal is big-number work: gmpy2 holds the GIL,
-    # so it runs in a process, not a thread, to keep the loop free.
-    try:
-        await asyncio.get_running_loop().run_in_executor(
-            converter,
-            hex_of_upload,
-            settings.redis_url.get_secret_value(),
-            update.upload,
-            hex_upload,
-            UPLOAD_TTL_S,
-        )
-    except (RedisError, OSError) as exc:
-        raise BackendUnavailable("Redis is unavailable") from exc
-    summary = {
-        "digits": update.digits,
-        "head": update.head.decode(),
-        "tail": update.tail.decode(),
-    }
-    uploads = {"decimal": update.upload, "hex": hex_upload}
+    summary = await conversions.from_upload(task, uploads)
     return await store.runs.mark_succeeded_from_uploads(job.id, summary, uploads)
 
 

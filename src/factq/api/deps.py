@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from concurrent.futures import Executor
 from typing import Annotated, TypedDict
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
 
 from factq.api.auth import check_worker_token, request_owner
+from factq.api.conversions import Conversions
 from factq.api.ratelimit import SubmissionLimiter
 from factq.api.streams import StreamSlots
 from factq.broker import Broker
@@ -33,7 +33,7 @@ class Resources(TypedDict):
     submitter: Submitter
     registry: TaskRegistry
     hub: EventHub
-    converter: Executor
+    conversions: Conversions
     limiter: SubmissionLimiter
     streams: StreamSlots
     # Set when the server is asked to stop: long waits answer at once.
@@ -65,9 +65,9 @@ def get_registry(request: HTTPConnection) -> TaskRegistry:
     return registry
 
 
-def get_converter(request: HTTPConnection) -> Executor:
-    converter: Executor = request.state.converter
-    return converter
+def get_conversions(request: HTTPConnection) -> Conversions:
+    conversions: Conversions = request.state.conversions
+    return conversions
 
 
 def get_limiter(request: HTTPConnection) -> SubmissionLimiter:
@@ -111,6 +111,6 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
 OwnerDep = Annotated[str, Depends(get_owner)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
-ConverterDep = Annotated[Executor, Depends(get_converter)]
+ConversionsDep = Annotated[Conversions, Depends(get_conversions)]
 LimiterDep = Annotated[SubmissionLimiter, Depends(get_limiter)]
 StreamsDep = Annotated[StreamSlots, Depends(get_streams)]

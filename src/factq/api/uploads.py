@@ -5,8 +5,8 @@ The route's body limit is its own, the size of the largest output the
 deployment allows (the digits of FACTQ_MAX_N!), not FACTQ_MAX_BODY_BYTES. The
 digits are appended to an upload key in the job's slot (`output` usually
 follows `id`; sent before it, they wait in memory, within that limit), the
-hexadecimal form is computed from the upload by the API's converter process,
-and the job's finish moves both uploads into its result keys at once.
+task's other formats are made from the upload (`factq.api.conversions`), and
+the job's finish moves all the uploads into its result keys at once.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Final
 
-import gmpy2
 from starlette.requests import Request
 
 from factq.api.deps import JOB_ID
 from factq.api.flat_json import FlatObjectReader
 from factq.errors import InvalidInput
 from factq.settings import Settings
-from factq.state.connection import connect_blocking, text
 from factq.state.store import Store
-from factq.tasks.factorial import PREVIEW_DIGITS
 
 FIELDS: Final = frozenset({"id", "status", "output"})
 STATUSES: Final = frozenset({"processing", "done", "failed"})
@@ -53,8 +50,6 @@ class Update:
     upload: str = ""
     digits: int = 0
     is_decimal: bool = True
-    head: bytes = b""
-    tail: bytes = b""
     message: bytes = b""
     _pending: list[bytes] = field(default_factory=list)
     _short: dict[str, bytearray] = field(default_factory=dict)
@@ -74,9 +69,6 @@ class Update:
     def _take_output(self, piece: bytes) -> None:
         self.digits += len(piece)
         self.is_decimal = self.is_decimal and DIGIT_BYTES.issuperset(piece)
-        if len(self.head) < PREVIEW_DIGITS:
-            self.head += piece[: PREVIEW_DIGITS - len(self.head)]
-        self.tail = (self.tail + piece)[-PREVIEW_DIGITS:]
         if len(self.message) < MAX_MESSAGE_BYTES:
             self.message += piece[: MAX_MESSAGE_BYTES - len(self.message)]
         self._pending.append(piece)
@@ -117,17 +109,3 @@ async def read_update(request: Request, store: Store) -> Update:
         await store.results.drop_uploads([update.upload] if update.upload else [])
         raise
     return update
-
-
-def hex_of_upload(redis_url: str, decimal_key: str, hex_key: str, ttl_s: int) -> None:
-    """In the converter process: the upload's value in hexadecimal, into hex_key.
-    gmpy2 holds the GIL for the whole conversion, so it never runs in the API's loop."""
-    client = connect_blocking(redis_url)
-    try:
-        decimal = client.get(decimal_key)
-        if decimal is None:
-            raise InvalidInput("the upload expired before it was converted")
-        hexadecimal: str = gmpy2.mpz(text(decimal)).digits(16)
-        client.set(hex_key, hexadecimal, ex=ttl_s)
-    finally:
-        client.close()

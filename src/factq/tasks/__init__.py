@@ -2,9 +2,10 @@
 
 A task is a name, a pydantic model of its input, and a pure top-level function
 that the worker runs in its process pool (so it must be picklable and must do
-no I/O). A module adds tasks by defining `factq_tasks(settings)`, which returns
-them; list such modules in `FACTQ_TASK_MODULES`. The built-in
-`factq.tasks.factorial` is always loaded.
+no I/O); it may also say how to take a result computed elsewhere
+(`from_upload`, as pure, run in a process of the API's). A module adds tasks
+by defining `factq_tasks(settings)`, which returns them; list such modules in
+`FACTQ_TASK_MODULES`. The built-in `factq.tasks.factorial` is always loaded.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class Task:
     # Change it when the output for an input changes (a new model, a fix), so
     # that outcomes stored by the previous code are not reused.
     version: str = ""
+    # For a result computed elsewhere (the original design's workers upload
+    # theirs): the output from the whole value in the default format, its
+    # summary and every format as `function` would give them. It runs in a
+    # process of the API's, so, like `function`, it is top-level and does no I/O.
+    from_upload: Callable[[bytes], TaskOutput] | None = None
 
     def __post_init__(self) -> None:
         if not self.formats:

@@ -33,6 +33,17 @@ def factorial(n: int, report: Callable[[float], None] | None = None) -> TaskOutp
     if report is not None and n >= PROGRESS_MIN_N:
         report(CONVERTED_SHARE)
     hexadecimal: bytes = value.digits(16).encode("ascii")
+    return _output(decimal, hexadecimal)
+
+
+def factorial_from_upload(decimal: bytes) -> TaskOutput:
+    """The output of a factorial computed elsewhere, from its decimal digits as
+    sent: the summary `factorial` gives, and the hexadecimal digits."""
+    hexadecimal: bytes = gmpy2.mpz(decimal).digits(16).encode("ascii")
+    return _output(decimal, hexadecimal)
+
+
+def _output(decimal: bytes, hexadecimal: bytes) -> TaskOutput:
     return TaskOutput(
         summary={
             "digits": len(decimal),
@@ -80,6 +91,7 @@ def factq_tasks(settings: Settings) -> list[Task]:
             name="factorial",
             description="n! exactly, as decimal (or hexadecimal) digits.",
             function=factorial,
+            from_upload=factorial_from_upload,
             input_model=factorial_input(settings.max_n),
             formats=(ResultFormat("decimal"), ResultFormat("hex")),
             limits={"max_n": settings.max_n},
