@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from redis.asyncio.client import PubSub
 
 from factq.schema import JobError, JobEvent, JobStatus
 from factq.settings import Settings
@@ -14,6 +16,7 @@ from factq.state.events import EventHub, SlowSubscriber, Subscription, follow
 from factq.state.records import NewJob
 from factq.state.store import Store
 from factq.submit import new_job_id
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import in_background, until
 
 
@@ -113,3 +116,70 @@ async def test_follow_finds_a_lost_final_event_after_a_quiet_spell(
 async def _collect(stream: AsyncIterator[JobEvent], into: list[JobEvent]) -> None:
     async for event in stream:
         into.append(event)
+
+
+async def test_idle_followers_cost_redis_nothing_but_the_hubs_pings(
+    private_redis: RedisServer,
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """200 followers of jobs that do not change, for several liveness periods:
+    the commands Redis serves meanwhile are the hub's pings, not reads per follower."""
+    monkeypatch.setattr(events, "HUB_LIVENESS_S", 0.2)
+    settings = settings_factory(redis_url=private_redis.url)
+    async with Store.open(settings) as store, EventHub.open(settings) as hub:
+        job_ids = [await new_job(store) for _ in range(200)]
+        first_events: list[JobEvent] = []
+        followers = [
+            asyncio.create_task(_collect(follow(store.events, hub, job_id, ""), first_events))
+            for job_id in job_ids
+        ]
+        try:
+            await until(lambda: len(first_events) == len(job_ids))
+            before = await _commands_served(store)
+            await asyncio.sleep(1.0)  # five liveness periods, on purpose: the window measured
+            served = await _commands_served(store) - before - 1  # the INFO of the first read
+            assert served <= 10, f"{served} commands while 200 followers were idle"
+            # Still live: a change reaches its follower at once.
+            await store.runs.mark_running(job_ids[0])
+            await until(lambda: len(first_events) == len(job_ids) + 1)
+        finally:
+            for task in followers:
+                task.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+
+
+async def _commands_served(store: Store) -> int:
+    stats = await store._redis.info("stats")
+    return int(stats["total_commands_processed"])
+
+
+async def test_a_hub_whose_connection_stops_answering_reconnects_and_followers_resync(
+    hub: EventHub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ping left unanswered (a connection gone silent) makes the hub reconnect, and
+    its followers read their streams: a change made meanwhile is not lost."""
+    job_id = await new_job(store)
+    seen: list[JobEvent] = []
+    async with in_background(_collect(follow(store.events, hub, job_id, ""), seen)):
+        await until(lambda: len(seen) == 1)
+        monkeypatch.setattr(events, "HUB_LIVENESS_S", 0.2)
+        # Every message is swallowed, and so is the answer to the hub's ping.
+        monkeypatch.setattr(hub, "_route", lambda data: None)
+        original = PubSub.get_message
+        swallowed = 0
+
+        async def deaf(pubsub: PubSub, *args: Any, **kwargs: Any) -> Any:
+            nonlocal swallowed
+            await original(pubsub, *args, **kwargs)
+            swallowed += 1
+            return None
+
+        monkeypatch.setattr(PubSub, "get_message", deaf)
+        await store.runs.mark_running(job_id)
+        # A quiet spell, then the ping's answer, both lost: the hub gives up on
+        # the connection after the second.
+        await until(lambda: swallowed >= 2)
+        monkeypatch.undo()
+        await until(lambda: len(seen) == 2, timeout_s=10)
+    assert [event.seq for event in seen] == [1, 2]

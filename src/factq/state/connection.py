@@ -54,11 +54,10 @@ def connect(settings: Settings, max_connections: int | None = None) -> aioredis.
 
 def connect_listener(settings: Settings) -> aioredis.Redis:
     """A client for one pub/sub subscription: no read timeout, since a quiet
-    channel is not a dead one (health checks find a dead one)."""
+    channel is not a dead one (its reader pings to find a dead one)."""
     return aioredis.Redis.from_url(
         settings.redis_url.get_secret_value(),
         socket_connect_timeout=CONNECT_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_S,
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
 

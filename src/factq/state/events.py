@@ -4,8 +4,15 @@ connection per process, fanned out by job id.
 Pub/sub is at-most-once; each job's event stream in Redis is the truth. A
 follower subscribes first, then reads the job's state (or its logged events),
 then forwards live events, dropping any `seq` it already sent and reading the
-stream again whenever it sees a gap, the hub reconnects, or nothing came for a
-while. So no event is missed or repeated between the first one and the last.
+stream again whenever it sees a gap or the hub reconnects. So no event is
+missed or repeated between the first one and the last.
+
+Redis drops pub/sub messages only with the connection (a subscriber over its
+output buffer limit is disconnected), so the hub's liveness covers quiet
+spells: it pings its connection when nothing came for a while and reconnects
+when no answer comes, and every follower then reads its stream. Idle
+followers cost Redis nothing; a follower still reads its stream after a long
+quiet spell (RESYNC_AFTER_S), as a safety net, not as the way events arrive.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from factq.errors import BackendUnavailable, FactqError
@@ -33,7 +41,11 @@ from factq.state.records import event_from_fields
 logger = logging.getLogger(__name__)
 
 SUBSCRIPTION_BUFFER: Final = 256
-RESYNC_AFTER_S: Final = 5.0
+# A follower that heard nothing this long reads its stream (a safety net).
+RESYNC_AFTER_S: Final = 300.0
+# The hub pings its connection after this long without a message, and
+# reconnects when the answer has not come after as long again.
+HUB_LIVENESS_S: Final = 5.0
 RECONNECT_DELAY_S: Final = 1.0
 # Published events start with this, then the 32-hex-digit job id: the hub
 # routes by id without parsing events that no local subscriber wants.
@@ -81,10 +93,13 @@ class Subscription:
 class EventLog:
     """Each job's logged events, and the control channel that carries cancels."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, jobs: JobRecords) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, jobs: JobRecords, settings: Settings
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._jobs = jobs
+        self._settings = settings
 
     @backend_errors
     async def current(self, job_id: str, owner: str | None = None) -> JobEvent:
@@ -101,15 +116,18 @@ class EventLog:
     async def control_messages(self, subscribed: asyncio.Event) -> AsyncIterator[str]:
         """Job ids published on the control channel (cancels of running jobs);
         `subscribed` is set once none can be missed any more."""
+        # A connection of its own, without the pool's read timeout.
+        client = connect_listener(self._settings)
         try:
-            async with self._redis.pubsub() as pubsub:
+            async with client.pubsub() as pubsub:
                 await pubsub.subscribe(self._keys.control_channel)
                 subscribed.set()
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        yield text(message["data"])
-        except (RedisError, OSError) as exc:
+                async for data in messages(pubsub):
+                    yield text(data)
+        except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable("Redis is unavailable") from exc
+        finally:
+            await client.aclose()
 
 
 class EventHub:
@@ -164,21 +182,33 @@ class EventHub:
                     self._connected.set()
                     # Anything published while we were away is only in the streams.
                     self._broadcast(RESYNC)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            try:
-                                self._route(message["data"])
-                            except Exception:
-                                # One bad message must not stop every subscriber's events.
-                                logger.exception("dropping an event that cannot be routed")
-            except (RedisError, OSError) as exc:
+                    await self._pump(pubsub)
+            except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        async for data in messages(pubsub):
+            self._route_safely(data)
+
+    def _route_safely(self, data: bytes) -> None:
+        try:
+            self._route(data)
+        except Exception:
+            # One bad message must not stop every subscriber's events; those
+            # of its job (or all, when it names none) read their streams.
+            logger.exception("an event could not be routed; its followers resync")
+            subs = self._subscriptions.get(_job_id_of(data))
+            if subs is None:
+                self._broadcast(RESYNC)
+            else:
+                for subscription in list(subs):
+                    subscription.deliver(RESYNC)
 
     def _route(self, data: bytes) -> None:
         if not data.startswith(_PREFIX):
             return
-        subs = self._subscriptions.get(data[len(_PREFIX) : _ID_END].decode("ascii", "replace"))
+        subs = self._subscriptions.get(_job_id_of(data))
         if not subs:
             return
         message = json.loads(data)
@@ -190,6 +220,28 @@ class EventHub:
         for subs in self._subscriptions.values():
             for subscription in subs:
                 subscription.deliver(item)
+
+
+async def messages(pubsub: PubSub) -> AsyncIterator[bytes]:
+    """The subscription's messages, until its connection fails (RedisError) or
+    stops answering pings (TimeoutError): a quiet channel is pinged after
+    HUB_LIVENESS_S, and must answer within as long again."""
+    pinged = False
+    while True:
+        message = await pubsub.get_message(timeout=HUB_LIVENESS_S)
+        if message is None:
+            if pinged:
+                raise TimeoutError(f"no answer to a ping in {HUB_LIVENESS_S:g} s")
+            await pubsub.ping()
+            pinged = True
+            continue
+        pinged = False
+        if message["type"] == "message":
+            yield message["data"]
+
+
+def _job_id_of(data: bytes) -> str:
+    return data[len(_PREFIX) : _ID_END].decode("ascii", "replace")
 
 
 async def follow(

@@ -46,7 +46,7 @@ class Store:
         self.jobs = JobRecords(client, self.keys, scripts, self.index, settings)
         self.runs = Runs(client, self.keys, scripts, settings)
         self.results = Results(client, self.keys)
-        self.events = EventLog(client, self.keys, self.jobs)
+        self.events = EventLog(client, self.keys, self.jobs, settings)
         self.webhooks = WebhookQueue(client, self.keys, scripts["webhook_log"])
         self.computations = Computations(client, self.keys, scripts["computation"])
         self.idempotency = IdempotencyKeys(
