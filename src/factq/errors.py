@@ -3,6 +3,7 @@
 FactqError                          base; `type` is the contract's error type
 ├── RetryLater                      passes with time: carries `retry_after_s` (Retry-After)
 │   ├── BackendUnavailable          Redis or RabbitMQ cannot be reached
+│   │   └── Overloaded              every Redis connection of the process is busy
 │   ├── QueueFull                   the job queue is at its maximum length
 │   └── RateLimited                 too many submissions, or jobs in flight, for now
 ├── BrokerConfigError               the broker refuses our queue declaration
@@ -52,6 +53,15 @@ class RetryLater(FactqError):
 
 class BackendUnavailable(RetryLater):
     type = "unavailable"
+
+
+class Overloaded(BackendUnavailable):
+    """Redis answers, but this process has no free connection to it for now."""
+
+    type = "overloaded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after_s=1)
 
 
 class BrokerConfigError(FactqError):

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from factq.errors import BackendUnavailable
+from factq.errors import BackendUnavailable, Overloaded
 from factq.settings import Settings
 
 P = ParamSpec("P")
@@ -80,6 +80,10 @@ def backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
         try:
             return await func(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if is_pool_exhausted(exc):
+                raise Overloaded(
+                    f"Redis is busy: no free connection within {POOL_WAIT_S:g} s; retry"
+                ) from exc
             raise BackendUnavailable("Redis is unavailable") from exc
         except ResponseError as exc:
             # Out of memory (noeviction) or a read-only replica after a
@@ -89,6 +93,16 @@ def backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             raise
 
     return wrapper
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """redis-py's blocking pool waited POOL_WAIT_S for a connection in vain: the
+    process is busy, not Redis down."""
+    return (
+        isinstance(exc, RedisConnectionError)
+        and isinstance(exc.__cause__, TimeoutError)
+        and "No connection available" in str(exc)
+    )
 
 
 def text(value: bytes | str) -> str:
