@@ -29,6 +29,19 @@ from factq.api.deps import (
     require_worker,
 )
 from factq.api.json_body import JSONBodyRoute, is_json, refuse_media_type
+from factq.api.openapi import (
+    ALREADY_FINISHED,
+    FORBIDDEN,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    QUEUE_FULL,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    RouteError,
+    error_responses,
+)
 from factq.api.ratelimit import admit
 from factq.api.uploads import Update, read_update
 from factq.errors import (
@@ -74,7 +87,10 @@ class CompatUpdate(BaseModel):
     "/factorial",
     response_class=PlainTextResponse,
     summary="Queue n! (original route)",
-    responses={200: {"content": {"text/plain": {}}, "description": "The new job's id."}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The new job's id."},
+        **error_responses(INVALID_REQUEST, UNAUTHORIZED, RATE_LIMITED, UNAVAILABLE, QUEUE_FULL),
+    },
 )
 async def queue_factorial(
     request: Request,
@@ -103,6 +119,7 @@ async def queue_factorial(
     "/factorial/result",
     response_model=CompatResult,
     summary="A factorial job's state and value (original route)",
+    responses=error_responses(INVALID_REQUEST, UNAUTHORIZED, NOT_FOUND, UNAVAILABLE),
 )
 async def factorial_result(
     store: StoreDep, owner: OwnerDep, id: Annotated[str, Query(description="The job id.")]
@@ -128,7 +145,18 @@ async def factorial_result(
     "/factorial/update",
     summary="Set a job's outcome (internal, worker token)",
     dependencies=[Depends(require_worker)],
-    responses={403: {"description": "No or wrong worker token, or none configured."}},
+    responses=error_responses(
+        UNAUTHORIZED,
+        FORBIDDEN,
+        NOT_FOUND,
+        ALREADY_FINISHED,
+        RouteError(
+            413, "The body is over the largest output FACTQ_MAX_N allows (payload_too_large)."
+        ),
+        UNSUPPORTED_MEDIA_TYPE,
+        RouteError(422, "The body is not acceptable (invalid_input)."),
+        UNAVAILABLE,
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -29,6 +29,14 @@ from factq.api.deps import (
     StreamsDep,
     checked_job_id,
 )
+from factq.api.openapi import (
+    INVALID_REQUEST,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    RouteError,
+    error_responses,
+)
 from factq.api.streams import StreamSlots, caller_of
 from factq.errors import (
     BackendUnavailable,
@@ -338,7 +346,15 @@ async def _stream_slot(
     "/v1/jobs/{job_id}/events",
     response_class=EventSourceResponse,
     summary="Follow a job as Server-Sent Events",
-    responses={404: {"description": "No such job."}},
+    responses=error_responses(
+        INVALID_REQUEST,
+        UNAUTHORIZED,
+        NOT_FOUND,
+        RouteError(
+            429, "Too many event streams open for this key (rate_limited); see Retry-After."
+        ),
+        UNAVAILABLE,
+    ),
 )
 async def job_events_stream(
     start: Annotated[tuple[str, int | None], Depends(_stream_start)],

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from factq.api.deps import BrokerDep, RegistryDep, StoreDep, get_owner
+from factq.api.openapi import UNAUTHORIZED, UNAVAILABLE, error_responses
 from factq.broker import QueueStats
 from factq.errors import BackendUnavailable
 
@@ -37,7 +38,12 @@ class TaskList(BaseModel):
     tasks: list[TaskInfo]
 
 
-@router.get("/healthz", tags=["operations"], summary="The process is alive")
+@router.get(
+    "/healthz",
+    tags=["operations"],
+    summary="The process is alive",
+    responses=error_responses(UNAVAILABLE),
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -81,6 +87,7 @@ async def _answers(check: Any) -> Any:
     response_model=TaskList,
     summary="The tasks this runs",
     dependencies=[Depends(get_owner)],
+    responses=error_responses(UNAUTHORIZED, UNAVAILABLE),
 )
 async def list_tasks(registry: RegistryDep) -> TaskList:
     """Each task with its input's JSON Schema, its limits and its result formats."""

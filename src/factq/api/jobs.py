@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -23,6 +23,20 @@ from factq.api.deps import (
     checked_job_id,
 )
 from factq.api.json_body import JSONBodyRoute
+from factq.api.openapi import (
+    ALREADY_FINISHED,
+    IDEMPOTENCY_CONFLICT,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    QUEUE_FULL,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    RouteError,
+    error_responses,
+)
 from factq.api.ratelimit import admit
 from factq.api.streams import caller_of
 from factq.errors import (
@@ -48,16 +62,19 @@ DIGITS = re.compile(r"[0-9]+")
 
 JobId = Annotated[str, Path(description="The job's id, as returned on submission.")]
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": text,
-        "content": {"application/json": {"example": {"error": {"type": kind, "message": "..."}}}},
-    }
-    for code, kind, text in [
-        (404, "not_found", "No such job."),
-        (503, "unavailable", "Redis or RabbitMQ is down; retry after Retry-After seconds."),
-    ]
-}
+# What a route that reads one job can answer.
+JOB_ERRORS = (INVALID_REQUEST, UNAUTHORIZED, NOT_FOUND, UNAVAILABLE)
+# What a route that submits can answer, besides its own 422.
+SUBMIT_ERRORS = (
+    UNAUTHORIZED,
+    NOT_FOUND,
+    IDEMPOTENCY_CONFLICT,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    QUEUE_FULL,
+)
 
 
 class JobList(BaseModel):
@@ -69,7 +86,12 @@ class JobPage(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/jobs", response_model=JobPage, summary="Your jobs, newest first")
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    summary="Your jobs, newest first",
+    responses=error_responses(INVALID_REQUEST, UNAUTHORIZED, UNAVAILABLE),
+)
 async def list_jobs(
     store: StoreDep,
     owner: OwnerDep,
@@ -99,7 +121,15 @@ async def list_jobs(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Job,
     summary="Submit a job",
-    responses={422: {"description": "Invalid input or unknown task."}, **ERROR_RESPONSES},
+    responses=error_responses(
+        INVALID_REQUEST,
+        *SUBMIT_ERRORS,
+        RouteError(
+            422,
+            "Invalid input, unknown task or webhook (invalid_input, unknown_task, "
+            "invalid_webhook).",
+        ),
+    ),
 )
 async def submit_job(
     body: JobRequest,
@@ -162,7 +192,14 @@ async def submit_job(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobList,
     summary="Submit many jobs, all or none",
-    responses={422: {"description": "One or more items are invalid."}, **ERROR_RESPONSES},
+    responses=error_responses(
+        *SUBMIT_ERRORS,
+        RouteError(
+            422,
+            "One or more items are invalid, each named by its index (invalid_input, "
+            "unknown_task, invalid_webhook).",
+        ),
+    ),
 )
 async def submit_batch(
     body: BatchRequest,
@@ -189,7 +226,7 @@ async def submit_batch(
     "/jobs/{job_id}/cancel",
     response_model=Job,
     summary="Cancel a queued or running job",
-    responses={409: {"description": "The job has already finished."}, **ERROR_RESPONSES},
+    responses=error_responses(*JOB_ERRORS, ALREADY_FINISHED),
 )
 async def cancel_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
     """A queued job is cancelled at once; a running one is flagged (`cancel_requested`)
@@ -198,7 +235,10 @@ async def cancel_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=Job, summary="A job's state", responses=ERROR_RESPONSES
+    "/jobs/{job_id}",
+    response_model=Job,
+    summary="A job's state",
+    responses=error_responses(*JOB_ERRORS),
 )
 async def get_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
     """The job as it is now; poll this, or follow its events."""
@@ -211,8 +251,10 @@ async def get_job(job_id: JobId, store: StoreDep, owner: OwnerDep) -> Job:
     summary="Download a job's full result",
     responses={
         200: {"content": {"text/plain": {}}, "description": "The value, streamed."},
-        409: {"description": "No result: not_finished, job_failed or job_cancelled."},
-        **ERROR_RESPONSES,
+        **error_responses(
+            *JOB_ERRORS,
+            RouteError(409, "No result: not_finished, job_failed or job_cancelled."),
+        ),
     },
 )
 async def get_result(
@@ -255,7 +297,9 @@ async def get_result(
     "/jobs/{job_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Forget a finished job now",
-    responses={409: {"description": "The job is still queued or running."}, **ERROR_RESPONSES},
+    responses=error_responses(
+        *JOB_ERRORS, RouteError(409, "The job is still queued or running (not_finished).")
+    ),
 )
 async def delete_job(
     job_id: JobId, store: StoreDep, registry: RegistryDep, owner: OwnerDep

@@ -1,10 +1,16 @@
 """The OpenAPI document says what the API really answers: the contract's error
 shape, each error status a route can give, and what this deployment accepts
 (its tasks, each with its own input schema, and their result formats), so
-that a request valid by the document is one the API takes."""
+that a request valid by the document is one the API takes.
+
+Each route declares the errors it can give, in its decorator, with
+`error_responses` and the errors named here; nothing else adds any (FastAPI's
+own 422 of a route without a body only gets the truth: it is never sent).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,25 +35,55 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
-# Errors any route may give, by what it takes.
-EVERY_ROUTE = {"503": "Redis or RabbitMQ is down (unavailable); see Retry-After."}
-WITH_PARAMETERS = {"400": "A query parameter or header is not acceptable (invalid_request)."}
-WITH_BODY = {
-    "413": "The body is over FACTQ_MAX_BODY_BYTES (payload_too_large).",
-    "415": "The body is not sent as application/json (unsupported_media_type).",
-    "422": "The body or the task's input is not acceptable (invalid_input, unknown_task).",
-}
-NEEDS_KEY = {"401": "API keys are on and the key is missing or not valid (unauthorized)."}
-SUBMITS = {
-    "409": "An Idempotency-Key reused with another body (idempotency_conflict).",
-    "429": "Over the submission rate or the jobs in flight (rate_limited); see Retry-After.",
-}
-OPEN_PATHS = ("/healthz", "/readyz", "/")
+
+@dataclass(frozen=True, slots=True)
+class RouteError:
+    """An error status a route can give, and when (with the error types of API.md)."""
+
+    status: int
+    description: str
+
+
+UNAVAILABLE = RouteError(503, "Redis or RabbitMQ is down (unavailable); see Retry-After.")
+QUEUE_FULL = RouteError(503, "The queue is full (queue_full); see Retry-After.")
+INVALID_REQUEST = RouteError(
+    400, "A query parameter or header is not acceptable (invalid_request)."
+)
+UNAUTHORIZED = RouteError(
+    401, "API keys are on and the key is missing or not valid (unauthorized)."
+)
+FORBIDDEN = RouteError(403, "No or wrong worker token, or none configured (forbidden).")
+NOT_FOUND = RouteError(404, "No such job, or another key's (not_found).")
+ALREADY_FINISHED = RouteError(409, "The job has already finished (already_finished).")
+IDEMPOTENCY_CONFLICT = RouteError(
+    409, "An Idempotency-Key reused with another body (idempotency_conflict)."
+)
+PAYLOAD_TOO_LARGE = RouteError(413, "The body is over FACTQ_MAX_BODY_BYTES (payload_too_large).")
+UNSUPPORTED_MEDIA_TYPE = RouteError(
+    415, "The body is not sent as application/json (unsupported_media_type)."
+)
+RATE_LIMITED = RouteError(
+    429, "Over the submission rate or the jobs in flight (rate_limited); see Retry-After."
+)
+
+
+def error_responses(*errors: RouteError) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: each error it can give, in the error shape; two
+    errors of one status share its entry."""
+    descriptions: dict[int, list[str]] = {}
+    for error in errors:
+        descriptions.setdefault(error.status, []).append(error.description)
+    return {
+        status: {
+            "description": " ".join(texts),
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for status, texts in sorted(descriptions.items())
+    }
 
 
 def install_openapi(app: FastAPI, registry: TaskRegistry, settings: Settings) -> None:
-    """Build the document once, with the error responses and the deployment's
-    tasks filled in."""
+    """Build the document once, with the deployment's tasks filled in."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -57,9 +93,9 @@ def install_openapi(app: FastAPI, registry: TaskRegistry, settings: Settings) ->
                 description=app.description,
                 routes=app.routes,
             )
-            for path, operations in schema.get("paths", {}).items():
-                for method, operation in operations.items():
-                    _document_errors(path, method, operation)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    _validation_error_not_sent(operation)
                     for parameter in operation.get("parameters", []):
                         _not_nullable(parameter)
             _describe_deployment(schema, registry, settings)
@@ -71,37 +107,15 @@ def install_openapi(app: FastAPI, registry: TaskRegistry, settings: Settings) ->
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
-    responses: dict[str, Any] = operation.setdefault("responses", {})
-    for status, description in _errors_of(path, method, operation).items():
-        responses.setdefault(status, {"description": description})
-    # FastAPI's own 422 describes its validation error, which we never send.
+def _validation_error_not_sent(operation: dict[str, Any]) -> None:
+    """FastAPI documents a 422 of its own validation error for a route with
+    parameters; bad parameters are a 400 here, so that 422 is never sent."""
+    responses: dict[str, Any] = operation.get("responses", {})
     if "422" in responses and "requestBody" not in operation:
-        responses["422"]["description"] = "Not sent: bad parameters are a 400."
-    for status, documented in responses.items():
-        if status.startswith(("4", "5")):
-            documented["content"] = {"application/json": {"schema": ERROR_SCHEMA}}
-
-
-def _errors_of(path: str, method: str, operation: dict[str, Any]) -> dict[str, str]:
-    errors: dict[str, str] = dict(EVERY_ROUTE)
-    if operation.get("parameters"):
-        errors |= WITH_PARAMETERS
-    if "requestBody" in operation:
-        errors |= WITH_BODY
-    if path not in OPEN_PATHS:
-        errors |= NEEDS_KEY
-    if method == "post" and path in ("/v1/jobs", "/v1/jobs/batch", "/factorial"):
-        errors |= SUBMITS
-    if path == "/factorial":
-        errors |= {"429": SUBMITS["429"]}
-    if path.endswith("/events"):
-        errors |= {
-            "429": "Too many event streams open for this key (rate_limited); see Retry-After."
+        responses["422"] = {
+            "description": "Not sent: bad parameters are a 400.",
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
         }
-    if "{job_id}" in path or path == "/factorial/result":
-        errors |= {"404": "No such job, or another key's (not_found)."}
-    return errors
 
 
 def _not_nullable(parameter: dict[str, Any]) -> None:
