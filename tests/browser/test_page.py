@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,6 +22,7 @@ from playwright.async_api import (
     Page,
     Request,
     Route,
+    WebSocket,
     WebSocketRoute,
     async_playwright,
     expect,
@@ -30,12 +31,16 @@ from playwright.async_api import (
 from factq.settings import Settings
 from factq.state.store import Store
 from tests.browser.conftest import DESKTOP, LAUNCH_ARGS
-from tests.support.service import Service, environment
+from tests.conftest import make_settings
+from tests.support.backends import delete_namespace
+from tests.support.service import Service, environment, running_service
 from tests.support.waiting import TERMINAL
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
 
 DIGITS_OF_1000000_FACTORIAL = "5,565,709 digits"
+# The key of the service with keys; long enough for the log watch to look for it.
+PAGE_KEY = "k-page-first-message"
 # A job of the test tasks that reports progress ten times a second for 20 s.
 STEPS_20_S = {"steps": 200, "duration_s": 20}
 # Where the page keeps the ids of the jobs it submitted, without a key.
@@ -57,6 +62,19 @@ WATCH_PROGRESS = """() => {
     subtree: true, childList: true, attributes: true, attributeFilter: ['aria-valuenow', 'hidden'],
   });
 }"""
+
+
+@pytest.fixture
+def keyed_service(chromium: Path, tmp_path: Path) -> Iterator[tuple[Service, Path]]:
+    """A service that needs PAGE_KEY, like `service`; with the folder of its logs."""
+    settings = make_settings(api_keys=PAGE_KEY)
+    logs = tmp_path / "keyed-logs"
+    logs.mkdir()
+    try:
+        with running_service(settings, logs, concurrency=1) as service:
+            yield service, logs
+    finally:
+        asyncio.run(delete_namespace(settings))
 
 
 @pytest.fixture
@@ -276,6 +294,7 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
     # This service runs without keys: these routes answer as one with keys would.
     refused: list[str] = []
     sockets: list[str] = []
+    socket_keys: list[str] = []
 
     async def check_key(route: Route) -> None:
         if route.request.headers.get("authorization") in {f"Bearer {key}", f"Bearer {other_key}"}:
@@ -286,11 +305,25 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
         await route.fulfill(status=401, json=error, headers={"WWW-Authenticate": "Bearer"})
 
     async def check_socket_key(socket: WebSocketRoute) -> None:
+        """The key is the socket's first message; kept from this keyless server."""
         sockets.append(socket.url)
-        if f"token={key}" in socket.url or f"token={other_key}" in socket.url:
-            socket.connect_to_server()
-        else:
-            await socket.close(code=1008, reason="unauthorized")
+        server = socket.connect_to_server()
+        first = True
+
+        async def from_page(message: str | bytes) -> None:
+            nonlocal first
+            if not first:
+                server.send(message)
+                return
+            first = False
+            token = first_message_token(message)
+            if token in {key, other_key}:
+                socket_keys.append(token)
+            else:
+                await socket.close(code=1008, reason="unauthorized")
+                await server.close()
+
+        socket.on_message(from_page)
 
     await page.route(re.compile(r"/v1/"), check_key)
     await page.route_web_socket(re.compile(r"/v1/events"), check_socket_key)
@@ -312,7 +345,8 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
     job = card(page, job_id)
     await expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
     await expect(job.locator(".digits")).to_have_text("2432902008176640000")
-    assert any(f"token={key}" in url for url in sockets)
+    assert key in socket_keys, "the page never sent its key as a socket's first message"
+    assert sockets and not [url for url in sockets if "token=" in url or key in url], sockets
     # A plain link cannot send the key: the page fetches the file with it instead.
     async with page.expect_download(timeout=10_000) as download:
         await job.get_by_role("link", name=re.compile(r"as decimal")).click()
@@ -351,6 +385,65 @@ async def test_a_401_asks_for_a_key_once_and_the_page_sends_it_everywhere(
     await expect_live(page)
     await expect(card(page, other_id)).to_have_attribute("data-status", "succeeded")
     await expect(page.locator("li.job")).to_have_count(1)
+    assert socket_keys[-1] == other_key
+    assert not [url for url in sockets if "token=" in url or other_key in url], sockets
+
+
+def first_message_token(message: str | bytes) -> str | None:
+    """The key of a socket's first message, `{"token": "<key>"}`; None for any other."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    token = data.get("token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) else None
+
+
+async def test_with_keys_the_socket_gets_the_key_as_its_first_message_not_in_its_url(
+    keyed_service: tuple[Service, Path], page: Page
+) -> None:
+    """Against a server with keys: the key travels in headers and a first message, and
+    in no URL the page opens (sockets, API calls, downloads) nor any line the API logs."""
+    service, logs = keyed_service
+    urls: list[str] = []
+    sockets: list[tuple[list[str], list[str]]] = []
+
+    def on_socket(socket: WebSocket) -> None:
+        urls.append(socket.url)
+        sent: list[str] = []
+        received: list[str] = []
+        sockets.append((sent, received))
+        socket.on("framesent", lambda payload: sent.append(str(payload)))
+        socket.on("framereceived", lambda payload: received.append(str(payload)))
+
+    page.on("websocket", on_socket)
+    page.on("request", lambda request: urls.append(request.url))
+    await page.goto(service.base_url)
+    key_input = page.get_by_label("API key", exact=True)
+    await expect(key_input).to_be_visible()
+    await key_input.fill(PAGE_KEY)
+    await page.get_by_role("button", name="Save key").click()
+    await expect(key_input).to_be_hidden()
+    await expect_live(page)
+
+    job_id = await submit(page, 20)
+    job = card(page, job_id)
+    # Past queued only through the socket's events: the server took the key.
+    await expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    await expect(job.locator(".digits")).to_have_text("2432902008176640000")
+    async with page.expect_download(timeout=10_000) as download:
+        await job.get_by_role("link", name=re.compile(r"as decimal")).click()
+    saved = await (await download.value).path()
+    assert saved.read_text() == "2432902008176640000"
+
+    assert urls and not [url for url in urls if "token=" in url or PAGE_KEY in url], urls
+    keyed = [(sent, received) for sent, received in sockets if sent]
+    assert keyed, "no socket sent anything"
+    for sent, _ in keyed:
+        assert first_message_token(sent[0]) == PAGE_KEY, sent
+    assert any(job_id in frame and '"succeeded"' in frame for _, got in keyed for frame in got)
+    api_log = (logs / "api.log").read_text()
+    assert "/v1/events" in api_log and "token=" not in api_log
 
 
 async def test_the_form_checks_n_and_shows_the_servers_422_message(

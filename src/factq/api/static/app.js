@@ -295,10 +295,11 @@ const socket = {
     clearTimeout(this.retryTimer);
     const key = currentKey();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = key ? `?token=${encodeURIComponent(key)}` : "";
     let ws;
     try {
-      ws = new WebSocket(`${scheme}//${location.host}/v1/events${query}`);
+      // No key in the URL: URLs end up in logs and histories. It goes as the
+      // socket's first message instead (see onopen).
+      ws = new WebSocket(`${scheme}//${location.host}/v1/events`);
     } catch {
       this.retry();
       return;
@@ -308,6 +309,9 @@ const socket = {
     ws.onopen = () => {
       if (this.ws !== ws) return;
       opened = true;
+      // A server with keys reads the first message as the key, before any
+      // subscription, and closes with 1008 when it is not one.
+      if (key) ws.send(JSON.stringify({ token: key }));
       setConnection("live", "Live");
       this.stableTimer = setTimeout(() => {
         this.attempts = 0;
@@ -323,8 +327,9 @@ const socket = {
       this.ws = null;
       clearTimeout(this.stableTimer);
       if (this.stopped) return;
-      // A browser never sees a refused handshake's status: ask over HTTP
-      // whether a key is the reason (a 401 there opens the key form).
+      // A refused key closes the socket with 1008, and a browser never sees a
+      // refused handshake's status: ask over HTTP whether a key is the reason
+      // (a 401 there opens the key form).
       if (event.code === 1008 || !opened) api("/v1/tasks").catch(() => {});
       this.retry();
     };
