@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from factq.settings import Settings
 from factq.state.records import NewJob, Outcome
 from factq.state.store import Store
 from factq.submit import new_job_id
+from tests.support.redis_server import RedisServer
 
 RESULTS = {"decimal": b"120", "hex": b"78"}
 SUMMARY = {"digits": 3, "head": "120", "tail": "120"}
@@ -212,3 +214,23 @@ async def test_durability_warnings_name_what_could_lose_work(store: Store, raw) 
         assert not any("AOF" in warning for warning in warnings)
     else:
         assert any("appendonly yes" in warning for warning in warnings)
+
+
+async def test_scripts_redis_forgot_are_loaded_again_and_each_call_runs_once(
+    private_redis: RedisServer, settings_factory: Callable[..., Settings]
+) -> None:
+    """After a restart Redis knows no script: a pipelined creation still makes each
+    job once, indexed once (no call of the round trip ran twice)."""
+    settings = settings_factory(redis_url=private_redis.url)
+    async with Store.open(settings) as store:
+        first = [NewJob(new_job_id(), "factorial", {"n": n}, "alice") for n in range(3)]
+        await store.jobs.create(first)
+        await store._redis.script_flush()
+        again = [NewJob(new_job_id(), "factorial", {"n": n}, "alice") for n in range(3)]
+        created = await store.jobs.create(again)
+        assert [job.id for job in created] == [job.job_id for job in again]
+        await store.jobs.confirm([job.job_id for job in again])
+        assert await store._redis.ttl(store.keys.job(again[0].job_id)) == -1
+        listed, _ = await store.index.page("alice", status=None, limit=10, cursor=None)
+        assert [job.id for job in listed] == [job.job_id for job in reversed(first + again)]
+        assert await store._redis.get(store.keys.owner_counter("alice")) == b"6"

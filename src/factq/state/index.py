@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 
 from factq.schema import Job, JobStatus
 from factq.settings import Settings
 from factq.state.connection import backend_errors, text
 from factq.state.keys import Keys
+from factq.state.lua import Call
 from factq.state.records import job_from_fields
 
 # Each owner's job list covers at most this many of its newest jobs.
@@ -21,31 +23,27 @@ LIST_SCAN_FACTOR = 10
 class JobIndex:
     """Job ids by owner, scored by a per-owner counter: unique, in submission order."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, script: AsyncScript, settings: Settings
+    ) -> None:
         self._redis = client
         self._keys = keys
+        self._script = script
         # The index outlives its newest job's result; entries whose job is
         # gone are dropped as they are read.
         self._keep_s = 2 * settings.result_ttl_s
         self._track_in_flight = bool(settings.max_in_flight_per_key)
 
-    @backend_errors
-    async def add(self, owner: str, job_ids: Sequence[str]) -> None:
-        """Index jobs that exist already (a listing drops entries it cannot find)."""
-        counter = self._keys.owner_counter(owner)
-        last = await self._redis.incrby(counter, len(job_ids))
-        first = last - len(job_ids) + 1
-        index = self._keys.owner_jobs(owner)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(index, {job_id: first + i for i, job_id in enumerate(job_ids)})
-            pipe.zremrangebyrank(index, 0, -OWNER_INDEX_MAX - 1)
-            pipe.expire(index, self._keep_s)
-            pipe.expire(counter, self._keep_s)
-            if self._track_in_flight:
-                active = self._keys.owner_active(owner)
-                pipe.sadd(active, *job_ids)
-                pipe.expire(active, self._keep_s)
-            await pipe.execute()
+    def add_call(self, owner: str, job_ids: Sequence[str]) -> Call:
+        """The script call that indexes jobs, for a pipeline that makes them first
+        (a listing drops entries whose job it cannot find)."""
+        keys = [
+            self._keys.owner_jobs(owner),
+            self._keys.owner_counter(owner),
+            self._keys.owner_active(owner),
+        ]
+        flags = [self._keep_s, OWNER_INDEX_MAX, int(self._track_in_flight)]
+        return self._script, keys, [*flags, *job_ids]
 
     @backend_errors
     async def page(

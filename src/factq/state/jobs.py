@@ -13,11 +13,13 @@ from factq.errors import AlreadyFinished, FactqError, IdempotencyConflict, JobNo
 from factq.logs import redact_url
 from factq.schema import Job, WebhookRequest
 from factq.settings import Settings
+from factq.state import lua
 from factq.state.computations import Computation
 from factq.state.connection import backend_errors, text
 from factq.state.idempotency import KeyClaim
 from factq.state.index import JobIndex
 from factq.state.keys import Keys
+from factq.state.lua import Call
 from factq.state.records import NewJob, Outcome, Transition, flat_fields, job_from_fields
 
 
@@ -53,28 +55,36 @@ class JobRecords:
         """Store new queued jobs, with the provisional TTL, and index them by owner;
         with the Idempotency-Key claim made for them, only while it still holds."""
         guard = [claim.record] if claim else []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                await self._scripts["create"](
-                    keys=[*self._keys.job_keys(job.job_id), *guard],
-                    args=[
-                        self._keys.events_channel,
-                        self._settings.provisional_ttl_s,
-                        job.job_id,
-                        job.task,
-                        json.dumps(job.input, separators=(",", ":")),
-                        job.owner,
-                        _shown(job.webhook) if job.webhook else "",
-                        self._keys.webhooks if job.webhook else "",
-                        "" if job.deadline_s is None else repr(job.deadline_s),
-                        claim.value if claim else "",
-                        job.webhook.url if job.webhook else "",
-                    ],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        calls: list[Call] = [
+            (
+                self._scripts["create"],
+                [*self._keys.job_keys(job.job_id), *guard],
+                [
+                    self._keys.events_channel,
+                    self._settings.provisional_ttl_s,
+                    job.job_id,
+                    job.task,
+                    json.dumps(job.input, separators=(",", ":")),
+                    job.owner,
+                    _shown(job.webhook) if job.webhook else "",
+                    self._keys.webhooks if job.webhook else "",
+                    "" if job.deadline_s is None else repr(job.deadline_s),
+                    claim.value if claim else "",
+                    job.webhook.url if job.webhook else "",
+                ],
+            )
+            for job in jobs
+        ]
+        # Indexed in the same round trip, after them: a listing drops an index
+        # entry whose job it cannot find (one that was not made).
+        owners = sorted({job.owner for job in jobs})
+        for owner in owners:
+            calls.append(
+                self._index.add_call(owner, [job.job_id for job in jobs if job.owner == owner])
+            )
+        replies = await lua.run_pipelined(self._redis, calls)
         created: list[Job] = []
-        for job, flat in zip(jobs, replies, strict=True):
+        for job, flat in zip(jobs, replies[: len(jobs)], strict=True):
             if flat is None:
                 raise FactqError(f"job id {job.job_id} is already taken")
             if flat == Outcome.CLAIM_LOST.encode():
@@ -83,19 +93,15 @@ class JobRecords:
                     "stalled; retry to get its job"
                 )
             created.append(job_from_fields(flat_fields(flat)))
-        # Indexed only once they exist: a listing drops index entries
-        # whose job it cannot find.
-        for owner in {job.owner for job in jobs}:
-            await self._index.add(owner, [job.job_id for job in jobs if job.owner == owner])
         return created
 
     @backend_errors
     async def confirm(self, job_ids: Sequence[str]) -> None:
         """The jobs' messages are in the queue: keep the jobs while they are live."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                await self._scripts["confirm"](keys=self._keys.job_keys(job_id), client=pipe)
-            await pipe.execute()
+        confirm = self._scripts["confirm"]
+        await lua.run_pipelined(
+            self._redis, [(confirm, self._keys.job_keys(job_id), []) for job_id in job_ids]
+        )
 
     @backend_errors
     async def is_provisional(self, job_id: str) -> bool:

@@ -41,7 +41,7 @@ class Store:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         scripts = lua.register(client)
-        self.index = JobIndex(client, self.keys, settings)
+        self.index = JobIndex(client, self.keys, scripts["owner_index"], settings)
         self.in_flight = InFlightLimit(client, self.keys, settings)
         self.jobs = JobRecords(client, self.keys, scripts, self.index, settings)
         self.runs = Runs(client, self.keys, scripts, settings)
