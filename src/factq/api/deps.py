@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated, TypedDict
+from collections.abc import Callable
+from typing import Annotated, TypedDict, TypeVar, get_type_hints
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
@@ -23,6 +24,8 @@ from factq.tasks import TaskRegistry
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
+T = TypeVar("T")
+
 
 class Resources(TypedDict):
     """The lifespan's state, shared by every request of one API process."""
@@ -40,59 +43,39 @@ class Resources(TypedDict):
     stopping: asyncio.Event
 
 
-def get_settings(request: HTTPConnection) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
+def from_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+    """A dependency that answers the lifespan's resource `name`, of type `kind`,
+    as `Resources` declares it."""
+    if get_type_hints(Resources).get(name) is not kind:
+        raise TypeError(f"the lifespan has no {kind.__name__} named {name!r}")
+
+    def resource(connection: HTTPConnection) -> T:
+        value: T = getattr(connection.state, name)
+        return value
+
+    return resource
 
 
-def get_store(request: HTTPConnection) -> Store:
-    store: Store = request.state.store
-    return store
+SettingsDep = Annotated[Settings, Depends(from_state("settings", Settings))]
+StoreDep = Annotated[Store, Depends(from_state("store", Store))]
+BrokerDep = Annotated[Broker, Depends(from_state("broker", Broker))]
+SubmitterDep = Annotated[Submitter, Depends(from_state("submitter", Submitter))]
+RegistryDep = Annotated[TaskRegistry, Depends(from_state("registry", TaskRegistry))]
+HubDep = Annotated[EventHub, Depends(from_state("hub", EventHub))]
+ConversionsDep = Annotated[Conversions, Depends(from_state("conversions", Conversions))]
+LimiterDep = Annotated[SubmissionLimiter, Depends(from_state("limiter", SubmissionLimiter))]
+StreamsDep = Annotated[StreamSlots, Depends(from_state("streams", StreamSlots))]
 
 
-def get_broker(request: HTTPConnection) -> Broker:
-    broker: Broker = request.state.broker
-    return broker
-
-
-def get_submitter(request: HTTPConnection) -> Submitter:
-    submitter: Submitter = request.state.submitter
-    return submitter
-
-
-def get_registry(request: HTTPConnection) -> TaskRegistry:
-    registry: TaskRegistry = request.state.registry
-    return registry
-
-
-def get_conversions(request: HTTPConnection) -> Conversions:
-    conversions: Conversions = request.state.conversions
-    return conversions
-
-
-def get_limiter(request: HTTPConnection) -> SubmissionLimiter:
-    limiter: SubmissionLimiter = request.state.limiter
-    return limiter
-
-
-def get_hub(request: HTTPConnection) -> EventHub:
-    hub: EventHub = request.state.hub
-    return hub
-
-
-def get_streams(request: HTTPConnection) -> StreamSlots:
-    streams: StreamSlots = request.state.streams
-    return streams
-
-
-def get_owner(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> str:
+def get_owner(request: Request, settings: SettingsDep) -> str:
     """The owner of the jobs this request may see (401 without a valid key, when keys are on)."""
     return request_owner(request, settings)
 
 
-def require_worker(
-    request: HTTPConnection, settings: Annotated[Settings, Depends(get_settings)]
-) -> None:
+OwnerDep = Annotated[str, Depends(get_owner)]
+
+
+def require_worker(request: HTTPConnection, settings: SettingsDep) -> None:
     """Internal routes need the worker token."""
     check_worker_token(request, settings)
 
@@ -102,15 +85,3 @@ def checked_job_id(job_id: str) -> str:
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFound(job_id[:64])
     return job_id
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[Store, Depends(get_store)]
-BrokerDep = Annotated[Broker, Depends(get_broker)]
-SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
-RegistryDep = Annotated[TaskRegistry, Depends(get_registry)]
-OwnerDep = Annotated[str, Depends(get_owner)]
-HubDep = Annotated[EventHub, Depends(get_hub)]
-ConversionsDep = Annotated[Conversions, Depends(get_conversions)]
-LimiterDep = Annotated[SubmissionLimiter, Depends(get_limiter)]
-StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
