@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     # Processes.
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # API processes sharing the port (`factq api --workers`).
+    api_workers: int = Field(1, ge=1, le=64)
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: LogLevel = "info"
 

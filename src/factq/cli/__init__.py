@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes sharing the port (default FACTQ_API_WORKERS, else 1)",
+    )
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +151,8 @@ def _run_server(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if getattr(args, "concurrency", None) is not None:
         overrides["concurrency"] = args.concurrency
+    if getattr(args, "workers", None) is not None:
+        overrides["api_workers"] = args.workers
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -152,7 +160,7 @@ def _run_server(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "dev":
-        return serve.run_dev(args.host, args.port, settings.concurrency)
+        return serve.run_dev(args.host, args.port, settings.concurrency, settings.api_workers)
     try:
         if args.command == "api":
             return serve.run_api(settings, args.host, args.port)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import multiprocessing
+import multiprocessing.process
+import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -19,7 +24,7 @@ import uvicorn
 
 from factq.api.server import Server, protocol_for, raise_descriptor_limit
 from factq.broker import Broker
-from factq.logs import route_server_logs
+from factq.logs import configure_logging, route_server_logs
 from factq.settings import Settings
 from factq.state.store import Store
 
@@ -32,15 +37,104 @@ WS_PING_INTERVAL_S = 20.0
 WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
+# A server process that exits with this never started: starting it again would fail alike.
+STARTUP_FAILED = 3
+SUPERVISE_EVERY_S = 0.5
+
+
 def run_api(settings: Settings, host: str, port: int) -> int:
-    """Serve the API until SIGINT or SIGTERM; uvicorn drains open requests."""
+    """Serve the API until SIGINT or SIGTERM; uvicorn drains open requests.
+
+    With FACTQ_API_WORKERS above 1, that many processes serve one listening
+    socket, bound here and handed to each; a process that dies is replaced.
+    """
+    asyncio.run(_preflight(settings))
+    if settings.api_workers == 1:
+        return _serve(settings, host, port)
+    return _supervise(settings, host, port)
+
+
+def _serve(
+    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> int:
     from factq.api import create_app
 
-    asyncio.run(_preflight(settings))
     app = create_app(settings)
     server = Server(server_config(app, settings, host, port), app.state.stopping)
-    server.run()
-    return 0 if server.started else 3
+    server.run(sockets=sockets)
+    return 0 if server.started else STARTUP_FAILED
+
+
+def _serve_in_child(host: str, port: int, listening: socket.socket) -> None:
+    """One of several API processes (spawned): settings and logging as its parent's,
+    from the same FACTQ_* environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    sys.exit(_serve(settings, host, port, [listening]))
+
+
+def _supervise(settings: Settings, host: str, port: int) -> int:
+    """Run settings.api_workers API processes until SIGINT or SIGTERM."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
+    processes = ApiProcesses(host, port)
+    try:
+        processes.start(settings.api_workers)
+        logger.info("serving the API with %d processes on %s:%d", settings.api_workers, host, port)
+        while not stopping.wait(SUPERVISE_EVERY_S):
+            if not processes.keep_alive():
+                return STARTUP_FAILED
+        return 0
+    finally:
+        processes.stop(settings.shutdown_grace_s + 10)
+
+
+class ApiProcesses:
+    """Spawned API processes serving one socket bound here."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host, self._port = host, port
+        self._listening = uvicorn.Config("factq.api:create_app", host=host, port=port).bind_socket()
+        self._context = multiprocessing.get_context("spawn")
+        self._children: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self, count: int) -> None:
+        self._children = [self._spawn() for _ in range(count)]
+
+    def keep_alive(self) -> bool:
+        """Replace a process that died; False when one could not start (a new one
+        would fail alike)."""
+        for i, child in enumerate(self._children):
+            if child.is_alive():
+                continue
+            if child.exitcode == STARTUP_FAILED:
+                logger.error("an API process could not start; stopping the others")
+                return False
+            logger.warning(
+                "API process %s exited (%s); starting another", child.pid, child.exitcode
+            )
+            self._children[i] = self._spawn()
+        return True
+
+    def stop(self, timeout_s: float) -> None:
+        """SIGTERM each (uvicorn drains it), then wait; kill what outlives timeout_s."""
+        for child in self._children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+        for child in self._children:
+            child.join(timeout_s)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        self._listening.close()
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        child = self._context.Process(
+            target=_serve_in_child, args=(self._host, self._port, self._listening), name="factq-api"
+        )
+        child.start()
+        return child
 
 
 def server_config(
@@ -96,12 +190,13 @@ async def _work(settings: Settings) -> int:
     return 0
 
 
-def run_dev(host: str, port: int, concurrency: int) -> int:
+def run_dev(host: str, port: int, concurrency: int, api_workers: int) -> int:
     """The API and a worker as child processes; the first to exit stops the other."""
     python = [sys.executable, "-m", "factq"]
+    api = ["api", "--host", host, "--port", str(port), "--workers", str(api_workers)]
     children = [
         subprocess.Popen([*python, "worker", "--concurrency", str(concurrency)]),
-        subprocess.Popen([*python, "api", "--host", host, "--port", str(port)]),
+        subprocess.Popen([*python, *api]),
     ]
     stopping = False
 
@@ -112,9 +207,11 @@ def run_dev(host: str, port: int, concurrency: int) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     logger.info(
-        "dev: API on http://%s:%d (docs at /docs), worker with %d processes; Ctrl-C stops both",
+        "dev: API on http://%s:%d (docs at /docs) in %d processes, worker with %d; "
+        "Ctrl-C stops both",
         host,
         port,
+        api_workers,
         concurrency,
     )
     while not stopping and all(child.poll() is None for child in children):
