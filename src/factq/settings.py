@@ -65,6 +65,10 @@ class Settings(BaseSettings):
 
     # Processes.
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Messages a worker holds per pool process: those beyond the processes wait
+    # in the worker, still queued, so the next job starts without a broker round
+    # trip. 1 hands every waiting job to whichever worker frees up first.
+    prefetch_per_process: int = Field(4, ge=1, le=100)
     # API processes sharing the port (`factq api --workers`).
     api_workers: int = Field(1, ge=1, le=64)
     shutdown_grace_s: float = Field(30.0, ge=0)

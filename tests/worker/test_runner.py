@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gmpy2
@@ -151,3 +153,22 @@ async def test_stop_finishes_the_jobs_in_hand(settings: Settings, execution_log:
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert job["status"] == "succeeded"
     assert await queue_depth(settings) == 0
+
+
+async def test_jobs_a_worker_holds_beyond_its_processes_stay_queued_until_one_is_free(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """One pool process, four messages prefetched: one job runs, the others the
+    worker holds are still queued (not started, no attempt), and then run in turn."""
+    settings = settings_factory(concurrency=1, prefetch_per_process=4)
+    log = str(tmp_path / "executions.log")
+    async with served(settings) as client:
+        ids = [await submit(client, "record", tag=f"t{i}", log=log, sleep_s=1.0) for i in range(3)]
+        await until(lambda: len(executions(log)) == 1)
+        jobs = [(await client.get(f"/v1/jobs/{job_id}")).json() for job_id in ids]
+        assert [job["status"] for job in jobs].count("running") == 1
+        assert sorted(job["attempts"] for job in jobs) == [0, 0, 1]
+        assert await queue_depth(settings) == 0  # all three are in the worker's hands
+        done = await wait_for_jobs(client, ids)
+    assert [done[job_id]["status"] for job_id in ids] == ["succeeded"] * 3
+    assert [tag for tag, _ in executions(log)] == ["t0", "t1", "t2"]

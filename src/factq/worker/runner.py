@@ -115,6 +115,9 @@ class JobRunner:
         self._settings = settings
         self._should_exit = should_exit
         self._running: dict[str, HeldJob] = {}
+        # A held job starts (and shows as running) only once a pool process is
+        # free for it; the prefetched ones wait here, still queued.
+        self._slots = asyncio.Semaphore(self._pool.processes)
         self._sharing = SharedComputations(self._store, registry, settings, should_exit)
 
     async def run(self) -> None:
@@ -127,7 +130,9 @@ class JobRunner:
             watcher.cancel()
             raise BackendUnavailable("cannot subscribe to the control channel on Redis") from None
         consumers: list[Consumer] = [
-            await self._broker.consume_jobs(self._on_job, prefetch=self._pool.processes),
+            await self._broker.consume_jobs(
+                self._on_job, prefetch=self._pool.processes * self._settings.prefetch_per_process
+            ),
             await self._broker.consume_dead_letters(self._on_dead_letter),
         ]
         webhooks = asyncio.create_task(
@@ -208,6 +213,16 @@ class JobRunner:
             del self._running[job_id]
 
     async def _process(
+        self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
+    ) -> None:
+        async with self._slots:
+            if self._should_exit.is_set():
+                # Stopping: a job that has not started goes back to the queue.
+                await settle(message, "requeue")
+                return
+            await self._run(job, message, cancel)
+
+    async def _run(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
     ) -> None:
         store, stop = self._store, self._should_exit
