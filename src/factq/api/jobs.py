@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import re
 from typing import Annotated
 
@@ -52,6 +52,8 @@ from factq.schema import BatchRequest, Job, JobRequest, JobStatus
 from factq.state.events import EventHub, follow
 from factq.state.store import Store
 from factq.submit import check_webhooks, fingerprint, validate_batch, validate_request
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=JSONBodyRoute)
 
@@ -341,9 +343,11 @@ async def wait_until_final(
     latest = [job]
 
     async def follow_to_end() -> None:
-        with contextlib.suppress(FactqError):
+        try:
             async for event in follow(store.events, hub, job.id, owner):
                 latest[0] = event.job
+        except FactqError as exc:
+            logger.debug("wait on job %s ended early: %s", job.id, exc)
 
     follower = asyncio.create_task(follow_to_end())
     others = [asyncio.create_task(_hung_up(request))]

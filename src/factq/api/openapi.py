@@ -44,7 +44,11 @@ class RouteError:
     description: str
 
 
-UNAVAILABLE = RouteError(503, "Redis or RabbitMQ is down (unavailable); see Retry-After.")
+UNAVAILABLE = RouteError(
+    503,
+    "Redis or RabbitMQ is down (unavailable), or every Redis connection of the API "
+    "process is busy (overloaded); see Retry-After.",
+)
 QUEUE_FULL = RouteError(503, "The queue is full (queue_full); see Retry-After.")
 INVALID_REQUEST = RouteError(
     400, "A query parameter or header is not acceptable (invalid_request)."
