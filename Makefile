@@ -14,9 +14,8 @@ run: install services  ## API and a worker on http://$(HOST):$(PORT)
 test: install services  ## lint, type-check, the test suite, and the compose file
 	bash scripts/test.sh
 
-bench: install services  ## speed figures, as tables of medians
-	PYTHONPATH=. $(BIN)/python -m bench.pipeline
-	PYTHONPATH=. $(BIN)/python -m bench.websockets_fanout
+bench: install services  ## factq beside floors measured in the same run, one table; BENCH_ARGS=--quick for a trial
+	PYTHONPATH=. $(BIN)/python -m bench.suite $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
