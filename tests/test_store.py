@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from factq.errors import JobNotFound, NotFinished
+from factq.errors import FactqError, JobNotFound, NotFinished
 from factq.schema import JobError, JobStatus
 from factq.settings import Settings
+from factq.state import lua
 from factq.state.records import NewJob, Outcome
 from factq.state.store import Store
 from factq.submit import new_job_id
@@ -234,3 +235,31 @@ async def test_scripts_redis_forgot_are_loaded_again_and_each_call_runs_once(
         listed, _ = await store.index.page("alice", status=None, limit=10, cursor=None)
         assert [job.id for job in listed] == [job.job_id for job in reversed(first + again)]
         assert await store._redis.get(store.keys.owner_counter("alice")) == b"6"
+
+
+async def test_creations_made_in_the_same_turn_share_one_round_trip(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty requests creating a job at once: one pipeline to Redis; a request
+    whose job id is taken fails alone."""
+    round_trips = 0
+    send = lua._replies
+
+    async def counted(client: Any, calls: Any) -> list[Any]:
+        nonlocal round_trips
+        round_trips += 1
+        return await send(client, calls)
+
+    monkeypatch.setattr(lua, "_replies", counted)
+    taken = NewJob(new_job_id(), "factorial", {"n": 1}, "")
+    await store.jobs.create([taken])
+    round_trips = 0
+    jobs = [NewJob(new_job_id(), "factorial", {"n": n}, "") for n in range(20)]
+    outcomes = await asyncio.gather(
+        *(store.jobs.create([job]) for job in jobs),
+        store.jobs.create([taken]),
+        return_exceptions=True,
+    )
+    assert round_trips == 1
+    assert [created[0].id for created in outcomes[:20]] == [job.job_id for job in jobs]  # type: ignore[index]
+    assert isinstance(outcomes[20], FactqError) and "already taken" in str(outcomes[20])

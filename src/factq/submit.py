@@ -148,7 +148,7 @@ class Submitter:
         return created
 
     async def enqueue_once(
-        self, new: NewJob, idempotency_key: str | None, fingerprint: str
+        self, new: NewJob, idempotency_key: str | None, request: JobRequest
     ) -> tuple[Job, bool]:
         """Queue the job; or, when the Idempotency-Key already made a job for the
         same request, that job (and True: a replay)."""
@@ -156,8 +156,9 @@ class Submitter:
             [job] = await self.enqueue([new])
             return job, False
         keys = self._store.idempotency
+        request_fingerprint = fingerprint(request)
         for _ in range(TAKE_OVER_TRIES):
-            claim = await keys.claim(new.owner, idempotency_key, fingerprint, new.job_id)
+            claim = await keys.claim(new.owner, idempotency_key, request_fingerprint, new.job_id)
             if claim.ours:
                 break
             made = await self._find_job_of_key_requeueing_unconfirmed(claim, new.owner)

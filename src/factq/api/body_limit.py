@@ -27,14 +27,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         max_bytes = self.per_path.get(scope["path"], self.max_bytes)
-        refusal = error_response(
-            413,
-            PayloadTooLarge.type,
-            f"the request body is over the limit of {max_bytes} bytes",
-        )
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            await refusal(scope, receive, send)
+            await _refusal(max_bytes)(scope, receive, send)
             return
         seen = 0
         refused = False
@@ -46,7 +41,7 @@ class BodySizeLimit:
                 seen += len(message.get("body", b""))
                 if seen > max_bytes and not refused:
                     refused = True
-                    await refusal(scope, receive, send)
+                    await _refusal(max_bytes)(scope, receive, send)
                     # Ends the app's read; whatever it answers then is dropped.
                     raise PayloadTooLarge("request body over the limit")
             return message
@@ -56,3 +51,9 @@ class BodySizeLimit:
                 await send(message)
 
         await self.app(scope, counted, unless_refused)
+
+
+def _refusal(max_bytes: int) -> ASGIApp:
+    return error_response(
+        413, PayloadTooLarge.type, f"the request body is over the limit of {max_bytes} bytes"
+    )

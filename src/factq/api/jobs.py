@@ -51,7 +51,7 @@ from factq.errors import (
 from factq.schema import BatchRequest, Job, JobRequest, JobStatus
 from factq.state.events import EventHub, follow
 from factq.state.store import Store
-from factq.submit import check_webhooks, fingerprint, validate_batch, validate_request
+from factq.submit import check_webhooks, validate_batch, validate_request
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ async def submit_job(
     new = validate_request(body, registry, owner, settings.job_deadline_s)
     await check_webhooks([new], settings)
     await admit(request, limiter, store, owner, 1)
-    job, replayed = await submitter.enqueue_once(new, idempotency_key, fingerprint(body))
+    job, replayed = await submitter.enqueue_once(new, idempotency_key, body)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -9,6 +9,7 @@ puzzling message.
 from __future__ import annotations
 
 import email.message
+import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
@@ -31,6 +32,12 @@ def is_json(content_type: str | None) -> bool:
     """`application/json`, or any `application/...+json`, parameters aside."""
     if not content_type:
         return False
+    return _is_json_type(content_type)
+
+
+# Clients send a handful of distinct values: each is parsed once.
+@functools.lru_cache(maxsize=256)
+def _is_json_type(content_type: str) -> bool:
     message = email.message.Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()

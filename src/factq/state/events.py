@@ -84,8 +84,12 @@ class Subscription:
         """The next live event, or RESYNC when none came in time."""
         if self.overflowed:
             raise SlowSubscriber(f"fell {self._queue.maxsize} events behind on job {self.job_id}")
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+        # cancel that arrives as the item does, and the follower's task then
+        # outlives the cancel meant to end it.
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._queue.get()
         except TimeoutError:
             return RESYNC
 

@@ -44,6 +44,7 @@ class JobRecords:
         self._scripts = scripts
         self._index = index
         self._settings = settings
+        self._pipeliner = lua.Pipeliner(client)
 
     @property
     def provisional_ttl_s(self) -> int:
@@ -82,7 +83,7 @@ class JobRecords:
             calls.append(
                 self._index.add_call(owner, [job.job_id for job in jobs if job.owner == owner])
             )
-        replies = await lua.run_pipelined(self._redis, calls)
+        replies = await self._pipeliner.run(calls)
         created: list[Job] = []
         for job, flat in zip(jobs, replies[: len(jobs)], strict=True):
             if flat is None:
@@ -99,8 +100,8 @@ class JobRecords:
     async def confirm(self, job_ids: Sequence[str]) -> None:
         """The jobs' messages are in the queue: keep the jobs while they are live."""
         confirm = self._scripts["confirm"]
-        await lua.run_pipelined(
-            self._redis, [(confirm, self._keys.job_keys(job_id), []) for job_id in job_ids]
+        await self._pipeliner.run(
+            [(confirm, self._keys.job_keys(job_id), []) for job_id in job_ids]
         )
 
     @backend_errors

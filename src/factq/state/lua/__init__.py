@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -9,7 +10,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 # Every script the store runs (`progress` runs in pool processes, on their own clients).
 STORE_SCRIPTS: Final = (
@@ -50,8 +51,8 @@ def register(client: _Registers[S], names: tuple[str, ...] = STORE_SCRIPTS) -> d
 Call = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 
 
-async def run_pipelined(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
-    """Run the calls in one round trip and return their replies, in order.
+async def _replies(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """The calls' replies in one round trip, an error reply in its call's place.
 
     Each call goes as EVALSHA alone: redis-py's own pipelining of scripts asks
     Redis whether every script exists first, a round trip more each time. A
@@ -65,7 +66,55 @@ async def run_pipelined(client: redis.Redis, calls: Sequence[Call]) -> list[Any]
     for i, reply in enumerate(replies):
         if isinstance(reply, NoScriptError):
             script, keys, args = calls[i]
-            replies[i] = await script(keys=keys, args=args)
-        elif isinstance(reply, Exception):
-            raise reply
+            try:
+                replies[i] = await script(keys=keys, args=args)
+            except ResponseError as exc:
+                replies[i] = exc
     return replies
+
+
+class Pipeliner:
+    """Script calls that concurrent requests make in the same turn of the event
+    loop go to Redis together, in one pipeline (what ioredis calls
+    auto-pipelining): one round trip and one pooled connection for all of
+    them, where each would take its own. A call's error reply fails only the
+    request that made it; a lost connection fails them all."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._waiting: list[tuple[Sequence[Call], asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, calls: Sequence[Call]) -> list[Any]:
+        """The calls' replies, in order; the first error reply among them is raised."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((calls, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Sequence[Call], asyncio.Future[list[Any]]]]) -> None:
+        try:
+            replies = await _replies(self._client, [call for calls, _ in batch for call in calls])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for calls, future in batch:
+            mine, start = replies[start : start + len(calls)], start + len(calls)
+            if future.done():
+                continue  # its request went away; its calls ran all the same
+            error = next((reply for reply in mine if isinstance(reply, Exception)), None)
+            if error is None:
+                future.set_result(mine)
+            else:
+                future.set_exception(error)
