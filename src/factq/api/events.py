@@ -19,6 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from factq.aio import cancel_and_wait
 from factq.api.auth import socket_owner
 from factq.api.deps import (
     JOB_ID,
@@ -81,9 +82,7 @@ async def _serve_socket(
     try:
         await asyncio.wait({producer, listener}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (producer, listener):
-            task.cancel()
-        await asyncio.gather(producer, listener, return_exceptions=True)
+        await cancel_and_wait({producer, listener})
     if producer.done() and not producer.cancelled() and producer.exception() is None:
         await _close(websocket, producer.result())
 
@@ -223,6 +222,8 @@ class _Multiplexer:
         self._owner = owner
         self._outbox: asyncio.Queue[str] = asyncio.Queue(SEND_BUFFER)
         self._forwarders: dict[str, asyncio.Task[None]] = {}
+        # Unsubscribed forwarders, being ended.
+        self._ending: set[asyncio.Future[Any]] = set()
         self._fell_behind = asyncio.Event()
 
     async def serve(self) -> None:
@@ -232,10 +233,8 @@ class _Multiplexer:
         try:
             await asyncio.wait({receiver, sender, behind}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            tasks = (receiver, sender, behind, *self._forwarders.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait({receiver, sender, behind, *self._forwarders.values()})
+            await asyncio.gather(*self._ending, return_exceptions=True)
         if self._fell_behind.is_set():
             # Closed, not waited for; the client subscribes again to catch up.
             await _close(self._websocket, CLOSE_TRY_LATER)
@@ -263,7 +262,9 @@ class _Multiplexer:
             for job_id in request.unsubscribe:
                 task = self._forwarders.pop(job_id, None)
                 if task is not None:
-                    task.cancel()
+                    ending = asyncio.ensure_future(cancel_and_wait({task}))
+                    self._ending.add(ending)
+                    ending.add_done_callback(self._ending.discard)
             new = [
                 job_id
                 for job_id in dict.fromkeys(request.subscribe)
@@ -385,8 +386,7 @@ async def _until_set(
             following = asyncio.ensure_future(anext(events))
             await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                await asyncio.gather(following, return_exceptions=True)
+                await cancel_and_wait({following})
                 return
             try:
                 event = following.result()

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from factq.aio import cancel_and_wait
 from factq.api.deps import (
     HubDep,
     LimiterDep,
@@ -355,10 +356,8 @@ async def wait_until_final(
     try:
         await asyncio.wait([follower, *others], timeout=wait_s, return_when="FIRST_COMPLETED")
     finally:
-        for task in (follower, *others):
-            task.cancel()
-        # Bounded: a task that swallowed its cancellation must not hold the answer.
-        await asyncio.wait([follower, *others], timeout=CANCEL_GRACE_S)
+        # Bounded: a task that keeps running must not hold the answer.
+        await cancel_and_wait([follower, *others], CANCEL_GRACE_S)
     return latest[0]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from factq.aio import cancel_and_wait
 from factq.errors import BackendUnavailable
 from factq.state.store import Store
 
@@ -47,8 +48,7 @@ class CancelWatcher:
                 if self._held:
                     await self._check_flags()
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await cancel_and_wait({listener})
 
     async def _check_flags(self) -> None:
         try:

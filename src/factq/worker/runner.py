@@ -17,6 +17,7 @@ from typing import Final, Self
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from factq.aio import cancel_and_wait
 from factq.broker import Broker, Consumer, JobMessage, settle
 from factq.errors import BackendUnavailable, UnknownTask
 from factq.schema import JobError
@@ -146,8 +147,7 @@ class JobRunner:
         for consumer in consumers:
             await consumer.cancel()
         await self._drain()
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        await cancel_and_wait({watcher})
         try:
             await asyncio.wait_for(webhooks, self._settings.webhook_timeout_s + 5)
         except TimeoutError:
@@ -160,9 +160,7 @@ class JobRunner:
         if not running:
             return
         _, pending = await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_and_wait(pending)
 
     async def _on_job(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Final, TypeVar
 
+from factq.aio import cancel_and_wait
 from factq.broker import JobMessage
 from factq.errors import BackendUnavailable
 from factq.schema import JobStatus
@@ -92,7 +93,7 @@ class SharedComputations:
                 try:
                     return await compute()
                 finally:
-                    renewing.cancel()
+                    await cancel_and_wait({renewing})
             if time.monotonic() + pause > wait_until:
                 logger.warning("job %s waited on job %s too long; computing it", job.job_id, holder)
                 return await compute()
