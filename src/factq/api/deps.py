@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypedDict, TypeVar, get_type_hints
 
 from fastapi import Depends
@@ -43,13 +43,15 @@ class Resources(TypedDict):
     stopping: asyncio.Event
 
 
-def from_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+def from_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], Awaitable[T]]:
     """A dependency that answers the lifespan's resource `name`, of type `kind`,
     as `Resources` declares it."""
     if get_type_hints(Resources).get(name) is not kind:
         raise TypeError(f"the lifespan has no {kind.__name__} named {name!r}")
 
-    def resource(connection: HTTPConnection) -> T:
+    # Async, as every dependency here: FastAPI runs a plain function in its
+    # thread pool, a thread hop per dependency per request.
+    async def resource(connection: HTTPConnection) -> T:
         value: T = getattr(connection.state, name)
         return value
 
@@ -67,7 +69,7 @@ LimiterDep = Annotated[SubmissionLimiter, Depends(from_state("limiter", Submissi
 StreamsDep = Annotated[StreamSlots, Depends(from_state("streams", StreamSlots))]
 
 
-def get_owner(request: Request, settings: SettingsDep) -> str:
+async def get_owner(request: Request, settings: SettingsDep) -> str:
     """The owner of the jobs this request may see (401 without a valid key, when keys are on)."""
     return request_owner(request, settings)
 
@@ -75,7 +77,7 @@ def get_owner(request: Request, settings: SettingsDep) -> str:
 OwnerDep = Annotated[str, Depends(get_owner)]
 
 
-def require_worker(request: HTTPConnection, settings: SettingsDep) -> None:
+async def require_worker(request: HTTPConnection, settings: SettingsDep) -> None:
     """Internal routes need the worker token."""
     check_worker_token(request, settings)
 
