@@ -9,6 +9,7 @@ from typing import Final, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,6 +27,10 @@ READ_TIMEOUT_S: Final = 30.0
 HEALTH_CHECK_S: Final = 15
 # How long a command waits for a free connection when all are in use.
 POOL_WAIT_S: Final = 10.0
+# Given to every connection: without it, redis-py looks its own version up in
+# the installed packages' metadata for each new connection (a file read and an
+# email-header parse; 16 % of the API's samples while 1,000 followers connected).
+DRIVER: Final = DriverInfo(lib_version=redis.__version__)
 
 
 def connection_pool(settings: Settings, max_connections: int) -> aioredis.BlockingConnectionPool:
@@ -42,6 +47,7 @@ def connection_pool(settings: Settings, max_connections: int) -> aioredis.Blocki
         # skips its closed-socket check when it hands out a connection, so
         # after a Redis restart every pooled connection would fail once.
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        driver_info=DRIVER,
     )
 
 
@@ -59,6 +65,7 @@ def connect_listener(settings: Settings) -> aioredis.Redis:
         settings.redis_url.get_secret_value(),
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        driver_info=DRIVER,
     )
 
 
@@ -69,6 +76,7 @@ def connect_blocking(url: str, timeout_s: float = READ_TIMEOUT_S) -> redis.Redis
         socket_connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
         socket_timeout=timeout_s,
         maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        driver_info=DRIVER,
     )
 
 

@@ -182,7 +182,9 @@ class JobRecords:
 
     async def fields(self, job_id: str, owner: str | None) -> dict[str, str]:
         """The job's hash as text; `JobNotFound` when it is gone or another owner's."""
-        raw = await self._redis.hgetall(self._keys.job(job_id))
+        # Batched with the reads of other requests in the same turn: many
+        # followers arriving at once take one connection, not one each.
+        [raw] = await self._pipeliner.run([("HGETALL", [self._keys.job(job_id)], [])])
         fields = {text(key): text(value) for key, value in raw.items()}
         if not fields or (owner is not None and fields.get("owner") != owner):
             raise JobNotFound(job_id)

@@ -47,8 +47,8 @@ def register(client: _Registers[S], names: tuple[str, ...] = STORE_SCRIPTS) -> d
     return {name: client.register_script(script(name)) for name in names}
 
 
-# One script call: the script, its keys and its arguments.
-Call = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
+# One call: a script (or the name of a plain command), its keys and its arguments.
+Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]
 
 
 async def _replies(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
@@ -61,11 +61,14 @@ async def _replies(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     """
     async with client.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if isinstance(script, str):
+                pipe.execute_command(script, *keys, *args)
+            else:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
     for i, reply in enumerate(replies):
-        if isinstance(reply, NoScriptError):
-            script, keys, args = calls[i]
+        script, keys, args = calls[i]
+        if isinstance(reply, NoScriptError) and not isinstance(script, str):
             try:
                 replies[i] = await script(keys=keys, args=args)
             except ResponseError as exc:
@@ -74,8 +77,8 @@ async def _replies(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
 
 
 class Pipeliner:
-    """Script calls that concurrent requests make in the same turn of the event
-    loop go to Redis together, in one pipeline (what ioredis calls
+    """Calls (scripts, and plain commands) that concurrent requests make in the
+    same turn of the event loop go to Redis together, in one pipeline (what ioredis calls
     auto-pipelining): one round trip and one pooled connection for all of
     them, where each would take its own. A call's error reply fails only the
     request that made it; a lost connection fails them all."""
