@@ -437,3 +437,23 @@ async def test_a_server_shutdown_closes_sockets_cleanly(settings: Settings, stor
         await asyncio.wait_for(socket.recv(), 10)
     assert first["job"]["id"] == job_id
     assert socket.close_code in (1001, 1012)
+
+
+async def test_a_full_socket_of_jobs_subscribed_at_once_gets_every_event(live: str) -> None:
+    """A thousand jobs (the cap) subscribed in one message while they run: each
+    one's snapshot and changes all come, and the socket is not closed as slow."""
+    async with httpx.AsyncClient(base_url=f"http://{live}") as http:
+        jobs = [
+            {"task": "factorial", "input": {"n": 20 + i}}
+            for i in range(api_events.MAX_SUBSCRIPTIONS)
+        ]
+        response = await http.post("/v1/jobs/batch", json={"jobs": jobs})
+    ids = {job["id"] for job in response.json()["jobs"]}
+    finished: set[str] = set()
+    async with asyncio.timeout(60), websockets.connect(f"ws://{live}/v1/events") as socket:
+        await socket.send(json.dumps({"subscribe": sorted(ids)}))
+        while finished != ids:
+            event = json.loads(await socket.recv())
+            assert event["type"] == "job", event
+            if event["job"]["status"] == "succeeded":
+                finished.add(event["job"]["id"])

@@ -63,9 +63,12 @@ CLOSE_SERVER_ERROR: Final = 1011
 CLOSE_TRY_LATER: Final = 1013
 CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_NOT_FOUND: Final = 4404
-SEND_BUFFER: Final = 1024
 # Jobs one multiplexed socket may follow at once.
 MAX_SUBSCRIPTIONS: Final = 1000
+# Messages waiting to be sent on one socket before its client counts as too
+# slow (closed with 1013): room for a full socket's snapshots and a few
+# changes of each job, which arrive together when all subscribe at once.
+SEND_BUFFER: Final = 4 * MAX_SUBSCRIPTIONS
 
 After = Annotated[
     int | None,

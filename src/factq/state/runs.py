@@ -14,6 +14,7 @@ from redis.commands.core import AsyncScript
 from factq.errors import BackendUnavailable
 from factq.schema import JobError, JobStatus
 from factq.settings import Settings
+from factq.state import lua
 from factq.state.connection import backend_errors
 from factq.state.keys import Keys
 from factq.state.records import Outcome, Transition
@@ -32,12 +33,13 @@ class Runs:
         self._keys = keys
         self._scripts = scripts
         self._settings = settings
+        self._pipeliner = lua.Pipeliner(client)
 
     @backend_errors
     async def mark_running(self, job_id: str) -> Transition:
         """Start an attempt: queued (or running, after a lost worker) -> running."""
-        outcome, flat = await self._scripts["start"](
-            keys=self._keys.job_keys(job_id), args=[*self._common()]
+        outcome, flat = await self._run(
+            "start", keys=self._keys.job_keys(job_id), args=[*self._common()]
         )
         return Transition.from_reply(outcome, flat)
 
@@ -69,7 +71,8 @@ class Runs:
         """End the job as the finished job other_id of the same computation ended,
         with a copy of its result or its error; outcome UNAVAILABLE when that
         job, or a result of it, is gone."""
-        outcome, flat = await self._scripts["finish_from"](
+        outcome, flat = await self._run(
+            "finish_from",
             keys=[
                 *self._keys.job_keys(job_id),
                 self._keys.job(other_id),
@@ -83,7 +86,8 @@ class Runs:
     @backend_errors
     async def mark_failed(self, job_id: str, error: JobError) -> Transition:
         """End the job as failed, once."""
-        outcome, flat = await self._scripts["finish"](
+        outcome, flat = await self._run(
+            "finish",
             keys=self._keys.job_keys(job_id),
             args=[*self._common(), JobStatus.FAILED.value, error.model_dump_json()],
         )
@@ -92,15 +96,17 @@ class Runs:
     @backend_errors
     async def mark_cancelled(self, job_id: str) -> Transition:
         """End the job as cancelled, once (its computation was stopped)."""
-        outcome, flat = await self._scripts["finish"](
-            keys=self._keys.job_keys(job_id), args=[*self._common(), JobStatus.CANCELLED.value, ""]
+        outcome, flat = await self._run(
+            "finish",
+            keys=self._keys.job_keys(job_id),
+            args=[*self._common(), JobStatus.CANCELLED.value, ""],
         )
         return Transition.from_reply(outcome, flat)
 
     @backend_errors
     async def note_lost_attempt(self, job_id: str) -> None:
         """The running attempt's pool process died (read back by `was_last_attempt_lost`)."""
-        await self._scripts["lost"](keys=self._keys.job_keys(job_id))
+        await self._run("lost", self._keys.job_keys(job_id), [])
 
     @backend_errors
     async def was_last_attempt_lost(self, job_id: str) -> bool:
@@ -116,7 +122,8 @@ class Runs:
     ) -> Any:
         """The finish script ending the job succeeded, its results in `values` (or,
         with `values` FROM_UPLOADS, moved from the `uploads` keys)."""
-        return await self._scripts["finish"](
+        return await self._run(
+            "finish",
             keys=[
                 *self._keys.job_keys(job_id),
                 *(self._keys.result(job_id, fmt) for fmt in fmts),
@@ -129,6 +136,12 @@ class Runs:
                 *values,
             ],
         )
+
+    async def _run(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One script call, in the pipeline of this turn of the event loop (the
+        jobs a worker holds change state at once, and share round trips)."""
+        [reply] = await self._pipeliner.run([(self._scripts[name], keys, args)])
+        return reply
 
     def _common(self) -> tuple[str, int]:
         """The arguments every state-change script takes first."""
