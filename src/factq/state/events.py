@@ -18,7 +18,6 @@ quiet spell (RESYNC_AFTER_S), as a safety net, not as the way events arrive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -30,6 +29,7 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from factq.aio import cancel_and_wait
 from factq.errors import BackendUnavailable, FactqError
 from factq.schema import JobEvent
 from factq.settings import Settings
@@ -155,9 +155,7 @@ class EventHub:
             await asyncio.wait_for(hub._connected.wait(), 10)
             yield hub
         finally:
-            hub._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hub._reader
+            await cancel_and_wait({hub._reader})
             await client.aclose()
 
     @property
