@@ -11,6 +11,7 @@ from factq.settings import Settings
 from factq.state import connection
 from factq.state.connection import backend_errors, connect
 from tests.conftest import make_settings
+from tests.support.waiting import until
 
 
 async def test_a_pool_with_no_free_connection_is_overloaded_not_unavailable(
@@ -27,7 +28,8 @@ async def test_a_pool_with_no_free_connection_is_overloaded_not_unavailable(
             await client.blpop([f"{settings.namespace}:never"], timeout=2)
 
         holder = asyncio.create_task(hold())
-        await asyncio.sleep(0.05)  # lets the read take the connection, on purpose
+        # Until the read has taken the pool's one connection.
+        await until(lambda: not client.connection_pool.can_get_connection())
         with pytest.raises(Overloaded) as raised:
             await ping()
         assert raised.value.type == "overloaded" and raised.value.retry_after_s == 1
