@@ -113,11 +113,32 @@ def test_job_commands_import_no_server_module(args: list[str]) -> None:
 
 def test_the_server_commands_do_load_the_stack() -> None:
     """The check above can fail: these names are what a server command imports."""
-    done, modules = run_importing("-c", "import factq.cli.serve, factq.api, factq.worker")
+    done, modules = run_importing("-c", "import factq.cli.serve, factq.api, factq.worker.runner")
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"uvicorn", "fastapi", "aio_pika", "redis", "factq.state.store"} <= set(
         server_modules_in(modules)
     )
+
+
+WEB_STACK = {"fastapi", "starlette", "uvicorn", "httptools", "websockets"}
+
+
+def test_a_worker_loads_no_web_stack() -> None:
+    """`factq worker` runs without FastAPI or uvicorn in memory."""
+    done, modules = run_importing("-c", "import factq.cli.work, factq.worker.runner")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"aio_pika", "pebble", "factq.worker.runner"} <= modules
+    assert sorted(m for m in modules if m.split(".")[0] in WEB_STACK) == []
+
+
+def test_a_pool_process_loads_no_consumer() -> None:
+    """A pool process imports the pool module and the task modules (in the worker's
+    forkserver, before it forks): no AMQP, HTTP or web modules among them."""
+    done, modules = run_importing("-c", "import factq.worker.pool, factq.tasks.factorial")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"pebble", "gmpy2", "redis"} <= modules
+    consumer = {"aio_pika", "aiormq", "httpx", "standardwebhooks", *WEB_STACK}
+    assert sorted(m for m in modules if m.split(".")[0] in consumer) == []
 
 
 def test_every_job_command_has_a_handler() -> None:

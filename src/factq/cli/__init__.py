@@ -1,8 +1,9 @@
 """`factq api | worker | dev | submit | status | watch | cancel`: parse flags, run one thing.
 
-The server commands run in `factq.cli.serve`, the job commands in `factq.cli.jobs`;
-each is imported only when one of its commands runs, so that `--help` and the
-job commands start without loading the server stack.
+The API and `dev` run in `factq.cli.serve`, the worker in `factq.cli.work`,
+the job commands in `factq.cli.jobs`; each is imported only when one of its
+commands runs, so that `--help` and the job commands start without loading
+the server stack, and a worker without the web stack.
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ def _run_server(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from factq.cli import serve
     from factq.errors import FactqError
     from factq.logs import configure_logging
     from factq.settings import Settings
@@ -160,11 +160,17 @@ def _run_server(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "dev":
+        from factq.cli import serve
+
         return serve.run_dev(args.host, args.port, settings.concurrency, settings.api_workers)
     try:
         if args.command == "api":
+            from factq.cli import serve
+
             return serve.run_api(settings, args.host, args.port)
-        return serve.run_worker(settings)
+        from factq.cli import work
+
+        return work.run_worker(settings)
     except FactqError as exc:
         logging.getLogger("factq").error("cannot start: %s", exc.message)
         return 1

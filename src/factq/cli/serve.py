@@ -1,7 +1,7 @@
-"""Running the service: `factq api`, `factq worker` and `factq dev`, once the CLI parsed them.
+"""Running the API: `factq api` and `factq dev`, once the CLI parsed them.
 
-Only the server commands import this module: it loads the whole server stack,
-which the job commands, as clients, never need.
+Only these commands import this module: it loads the whole web stack, which
+the worker (`factq.cli.work`) and the job commands, as clients, never need.
 """
 
 from __future__ import annotations
@@ -172,22 +172,6 @@ async def _preflight(settings: Settings) -> None:
     """Fail with one clear line, not a traceback, when a backing service is missing."""
     async with Store.open(settings) as store, Broker.open(settings, name="factq-preflight"):
         await store.ping()
-
-
-def run_worker(settings: Settings) -> int:
-    """Consume until SIGINT or SIGTERM, then finish held jobs within the grace period."""
-    return asyncio.run(_work(settings))
-
-
-async def _work(settings: Settings) -> int:
-    from factq.worker import Worker
-
-    async with Worker(settings) as worker:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-    return 0
 
 
 def run_dev(host: str, port: int, concurrency: int, api_workers: int) -> int:

@@ -102,7 +102,12 @@ class TaskPool:
     def __init__(self, settings: Settings, *, preload: Sequence[str] = ()) -> None:
         processes = settings.concurrency
         # forkserver: pool processes never inherit the event loop's threads
-        # or sockets, and a replacement process starts in milliseconds.
+        # or sockets, and a replacement process starts in milliseconds. The
+        # forkserver imports this module and the task modules once, before it
+        # forks: every pool process shares those pages instead of importing
+        # them again into memory of its own.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__, *preload])
         self._pool = pebble.ProcessPool(
             max_workers=processes,
             initializer=_init_process,
@@ -112,7 +117,7 @@ class TaskPool:
                 settings.namespace,
                 os.getpid(),
             ),
-            context=multiprocessing.get_context("forkserver"),
+            context=context,
         )
         self.processes = processes
 
