@@ -60,16 +60,29 @@ class NewJob:
     deadline_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Transition:
-    """The result of a state-change script: what happened, and the job after it."""
+    """The result of a state-change script: what happened, and the job after it.
 
-    outcome: Outcome
-    job: Job | None
+    The job is read from the script's reply on first use: a worker that only
+    needs the outcome never pays for building it.
+    """
+
+    __slots__ = ("_flat", "_job", "outcome")
+
+    def __init__(self, outcome: Outcome, flat: list[bytes]) -> None:
+        self.outcome = outcome
+        self._flat = flat
+        self._job: Job | None = None
 
     @classmethod
     def from_reply(cls, outcome: bytes, flat: list[bytes]) -> Transition:
-        return cls(Outcome(outcome.decode()), job_from_fields(flat_fields(flat)) if flat else None)
+        return cls(Outcome(outcome.decode()), flat)
+
+    @property
+    def job(self) -> Job | None:
+        if self._job is None and self._flat:
+            self._job = job_from_fields(flat_fields(self._flat))
+        return self._job
 
 
 def flat_fields(flat: list[bytes]) -> dict[str, str]:

@@ -18,10 +18,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from factq.aio import cancel_and_wait
-from factq.broker import Broker, Consumer, JobMessage, settle
+from factq.broker import Broker, Consumer, JobMessage, Settlement, settle
 from factq.errors import BackendUnavailable, UnknownTask
 from factq.schema import JobError
 from factq.settings import Settings
+from factq.state.computations import Computation
 from factq.state.records import Outcome
 from factq.state.store import Store
 from factq.tasks import TaskOutput, TaskRegistry
@@ -34,6 +35,13 @@ from factq.worker.webhook_delivery import WebhookSender
 logger = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S: Final = 10.0
+
+# How a run came out: the task's output; None when the job ended as an
+# identical job did; or the exception that ended it.
+Attempt = (
+    TaskOutput | None | CancelAsked | PoolProcessLost | TaskFailed | TaskTimedOut | UnknownTask
+)
+
 DEAD_LETTER_RETRY_S: Final = 1.0
 
 
@@ -213,55 +221,72 @@ class JobRunner:
     async def _process(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
     ) -> None:
+        store, stop = self._store, self._should_exit
         async with self._slots:
-            if self._should_exit.is_set():
+            if stop.is_set():
                 # Stopping: a job that has not started goes back to the queue.
                 await settle(message, "requeue")
                 return
-            await self._run(job, message, cancel)
-
-    async def _run(
-        self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
-    ) -> None:
-        store, stop = self._store, self._should_exit
-        started = await retry_backend(lambda: store.runs.mark_running(job.job_id), stop)
-        if started.outcome != Outcome.STARTED:
-            logger.info("job %s is %s; not running it", job.job_id, started.outcome)
-            await settle(message, "ack")
-            return
-        shared = self._sharing.of(job)
-        try:
-            if shared is None:
-                output: TaskOutput | None = await self._compute(job, cancel)
-            else:
-                output = await self._sharing.compute_once(
-                    job, shared, cancel, lambda: self._compute(job, cancel)
-                )
-            if output is None:
+            started = await retry_backend(lambda: store.runs.mark_running(job.job_id), stop)
+            if started.outcome != Outcome.STARTED:
+                logger.info("job %s is %s; not running it", job.job_id, started.outcome)
                 await settle(message, "ack")
                 return
-        except CancelAsked:
+            shared = self._sharing.of(job)
+            try:
+                attempt = await self._attempt(job, shared, cancel)
+            except BaseException:
+                if shared is not None:
+                    await self._sharing.release(shared, job.job_id)
+                raise
+        # The pool process is free for the next job while this one's end is stored.
+        try:
+            settlement = await self._end(job, shared, attempt)
+        finally:
+            if shared is not None:
+                await self._sharing.release(shared, job.job_id)
+        await settle(message, settlement)
+
+    async def _attempt(
+        self, job: JobMessage, shared: Computation | None, cancel: asyncio.Event
+    ) -> Attempt:
+        """What running the job came to: its output, None when it ended as an
+        identical job did, or the exception that ended the run."""
+        try:
+            if shared is None:
+                return await self._compute(job, cancel)
+            return await self._sharing.compute_once(
+                job, shared, cancel, lambda: self._compute(job, cancel)
+            )
+        except (CancelAsked, PoolProcessLost, TaskFailed, TaskTimedOut, UnknownTask) as exc:
+            return exc
+
+    async def _end(
+        self, job: JobMessage, shared: Computation | None, attempt: Attempt
+    ) -> Settlement:
+        """Store how the attempt ended; what then becomes of its message."""
+        store, stop = self._store, self._should_exit
+        if attempt is None:
+            return "ack"
+        if isinstance(attempt, CancelAsked):
             logger.info("job %s cancelled while running", job.job_id)
             await retry_backend(lambda: store.runs.mark_cancelled(job.job_id), stop)
-        except PoolProcessLost as exc:
-            logger.warning("job %s: %s; returning it to the queue", job.job_id, exc)
+            return "ack"
+        if isinstance(attempt, PoolProcessLost):
+            logger.warning("job %s: %s; returning it to the queue", job.job_id, attempt)
             await retry_backend(lambda: store.runs.note_lost_attempt(job.job_id), stop)
-            await settle(message, "requeue")
-            return
-        except (TaskFailed, TaskTimedOut, UnknownTask) as exc:
-            error = _job_error(exc)
+            return "requeue"
+        if isinstance(attempt, Exception):
+            error = _job_error(attempt)
             ended = await retry_backend(lambda: store.runs.mark_failed(job.job_id, error), stop)
-            await self._sharing.share_outcome(shared, ended)
         else:
+            output = attempt
             ended = await retry_backend(
                 lambda: store.runs.mark_succeeded(job.job_id, output.summary, output.formats),
                 stop,
             )
-            await self._sharing.share_outcome(shared, ended)
-        finally:
-            if shared is not None:
-                await self._sharing.release(shared, job.job_id)
-        await settle(message, "ack")
+        await self._sharing.share_outcome(shared, ended)
+        return "ack"
 
     async def _compute(self, job: JobMessage, cancel: asyncio.Event) -> TaskOutput:
         """The task's output, or `CancelAsked` once its process was ended on a cancel."""

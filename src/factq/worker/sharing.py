@@ -109,8 +109,10 @@ class SharedComputations:
         """Let identical jobs end as this one did, unless it ended otherwise (a
         cancel won). Best effort: without it they compute for themselves. A
         failure is shared only with the jobs waiting on it now."""
+        if shared is None:
+            return
         job = ended.job
-        if shared is None or job is None:
+        if job is None:
             return
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             succeeded = job.status == JobStatus.SUCCEEDED
