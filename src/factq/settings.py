@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def result_cache_s(self) -> int:
+        """How long a deterministic task's outcome answers identical jobs (0: never);
+        no longer than results are kept."""
+        return min(self.result_cache_ttl_s, self.result_ttl_s)
+
+    @property
     def api_key_list(self) -> list[str]:
         """The client keys of `api_keys` (comma-separated); none means keys are off."""
         return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]

@@ -4,6 +4,10 @@ A job is stored first, provisional (with a short TTL), so that a worker never
 gets a message for a job it cannot find; it is kept for good only once its
 message is confirmed in the queue. The `Submitter` is one per API process,
 owned by the app's lifespan, which waits for its confirmations at shutdown.
+
+A job of a deterministic task whose computation already succeeded (within
+`FACTQ_RESULT_CACHE_TTL_S`) is answered as it is made: it ends with a copy of
+that result and is never queued.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from factq.errors import (
 )
 from factq.schema import Job, JobRequest
 from factq.settings import Settings
+from factq.state.computations import Computation
 from factq.state.idempotency import KeyClaim
-from factq.state.records import NewJob
+from factq.state.records import NewJob, Outcome
 from factq.state.store import Store
 from factq.tasks import TaskRegistry
 from factq.webhooks.destinations import allowed_hosts, check_destination
@@ -131,12 +136,32 @@ def _ranges(indexes: list[int], shown: int = 10) -> str:
     return text + (", ..." if len(indexes) > shown else "")
 
 
+def shared_computation(
+    store: Store, registry: TaskRegistry, settings: Settings, task: str, job_input: dict[str, Any]
+) -> Computation | None:
+    """The computation identical jobs share: for a deterministic task while the
+    result cache is on; else None."""
+    found = registry.get(task)
+    if found is None or not found.deterministic or not settings.result_cache_s:
+        return None
+    return store.computations.of(task, job_input, found.version)
+
+
 class Submitter:
     """Queues jobs: stores them, publishes their messages, and confirms them."""
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        registry: TaskRegistry | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self._store = store
         self._broker = broker
+        # Without both, no job is answered from a stored result.
+        self._registry = registry
+        self._settings = settings
         # Confirmations still retrying, held so that they are not
         # garbage-collected and so that `drain` can wait for them.
         self._confirming: set[asyncio.Task[None]] = set()
@@ -144,7 +169,7 @@ class Submitter:
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Store the jobs, publish their messages, then make the jobs durable."""
         created = await self._store_and_publish(jobs)
-        await self._confirm([job.job_id for job in jobs])
+        await self._confirm([job.id for job in created if not job.status.is_terminal])
         return created
 
     async def enqueue_once(
@@ -182,7 +207,8 @@ class Submitter:
             except FactqError as exc:
                 logger.debug("Idempotency-Key left claimed until it is stale: %s", exc)
             raise
-        await self._confirm([new.job_id])
+        if not job.status.is_terminal:
+            await self._confirm([new.job_id])
         return job, False
 
     async def drain(self, timeout_s: float) -> None:
@@ -235,21 +261,88 @@ class Submitter:
     async def _store_and_publish(
         self, jobs: Sequence[NewJob], claim: KeyClaim | None = None
     ) -> list[Job]:
-        """The stored jobs, once their messages are in the queue; on any failure, no
-        job is left behind (a message that may have got out finds no job: dropped)."""
-        created = await self._store.jobs.create(jobs, claim)
+        """The stored jobs, once their messages are in the queue (or, for those a
+        stored result answered, once they ended with it); on any failure, no
+        unanswered job is left behind (a message that may have got out finds no
+        job: dropped)."""
+        shared = self._computations(jobs)
+        # One round trip: the pipeline of this turn carries both.
+        created, earlier = await asyncio.gather(
+            self._store.jobs.create(jobs, claim), self._earlier_outcomes(shared)
+        )
+        answered = await self._answer(jobs, earlier)
+        unanswered = [job for job in jobs if job.job_id not in answered]
         try:
-            await self._broker.publish_jobs(
-                [JobMessage(job_id=job.job_id, task=job.task, input=job.input) for job in jobs]
-            )
+            if unanswered:
+                await self._broker.publish_jobs(
+                    [
+                        JobMessage(job_id=job.job_id, task=job.task, input=job.input)
+                        for job in unanswered
+                    ]
+                )
         except BaseException:
             try:
-                await self._store.jobs.discard([job.job_id for job in jobs])
+                await self._store.jobs.discard([job.job_id for job in unanswered])
             except FactqError:
                 # Redis is down too: the provisional TTL removes them.
-                logger.warning("could not discard %d unpublished jobs", len(jobs))
+                logger.warning("could not discard %d unpublished jobs", len(unanswered))
             raise
-        return created
+        return [answered.get(job.id, job) for job in created]
+
+    def _computations(self, jobs: Sequence[NewJob]) -> dict[str, Computation]:
+        """The shared computation of each job that has one, by job id."""
+        if self._registry is None or self._settings is None:
+            return {}
+        found = {
+            job.job_id: shared_computation(
+                self._store, self._registry, self._settings, job.task, job.input
+            )
+            for job in jobs
+        }
+        return {job_id: shared for job_id, shared in found.items() if shared is not None}
+
+    async def _earlier_outcomes(self, shared: dict[str, Computation]) -> dict[str, str]:
+        """For each job, the id of a finished job of its computation, where one is
+        stored. Best effort: without it, the job is queued as usual."""
+        if not shared:
+            return {}
+        try:
+            found = await self._store.computations.outcomes(list(shared.values()))
+        except FactqError as exc:
+            logger.debug("stored outcomes not read: %s", exc)
+            return {}
+        return {job_id: other for job_id, other in zip(shared, found, strict=True) if other}
+
+    async def _answer(self, jobs: Sequence[NewJob], earlier: dict[str, str]) -> dict[str, Job]:
+        """End the jobs that an earlier success answers, with a copy of its result;
+        the ended jobs, by id. A job not ended here (the earlier one failed, or
+        its result is gone) is queued as usual."""
+        if not earlier or self._registry is None:
+            return {}
+        registry, runs = self._registry, self._store.runs
+        todo = [job for job in jobs if job.job_id in earlier]
+        ended = await asyncio.gather(
+            *(
+                runs.finish_like(
+                    job.job_id,
+                    earlier[job.job_id],
+                    [fmt.name for fmt in registry.get_task(job.task).formats],
+                    at_submission=True,
+                )
+                for job in todo
+            ),
+            return_exceptions=True,
+        )
+        answered: dict[str, Job] = {}
+        for job, transition in zip(todo, ended, strict=True):
+            if isinstance(transition, BaseException):
+                # It may have ended all the same: its message then finds it
+                # finished, and is dropped.
+                logger.debug("job %s not answered from a stored result: %s", job.job_id, transition)
+                continue
+            if transition.outcome == Outcome.FINISHED and transition.job is not None:
+                answered[job.job_id] = transition.job
+        return answered
 
     async def _confirm(self, job_ids: list[str]) -> None:
         """Keep the published jobs for good. Their messages are in the queue, so the

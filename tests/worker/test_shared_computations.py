@@ -17,6 +17,7 @@ from factq.settings import Settings
 from factq.state.computations import input_digest
 from factq.state.store import Store
 from tests.conftest import api_client, running_worker
+from tests.support.backends import queue_depth
 from tests.support.tasks import executions
 from tests.support.waiting import until, until_true, wait_for_job, wait_for_jobs
 
@@ -233,3 +234,96 @@ def test_a_new_task_version_is_a_new_computation() -> None:
     assert input_digest("factorial", job_input) == input_digest("factorial", {"n": 5})
     assert input_digest("factorial", job_input, "2") != input_digest("factorial", job_input)
     assert input_digest("factorial", job_input) != input_digest("other", job_input)
+
+
+async def test_a_stored_result_answers_an_identical_job_as_it_is_made(
+    client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
+) -> None:
+    """No worker runs when the twin comes: it ends at submission, with a copy of
+    the result, and no message of it ever reaches the queue."""
+    async with running_worker(settings):
+        first = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
+    response = await client.post(
+        "/v1/jobs", json={"task": "memo", "input": {"tag": "a", "log": execution_log}}
+    )
+    assert response.status_code == 202
+    twin = response.json()
+    assert twin["id"] != first["id"]
+    assert twin["status"] == "succeeded"
+    assert twin["result"] == {"tag": "a", "url": f"/v1/jobs/{twin['id']}/result"}
+    assert twin["started_at"] is not None and twin["finished_at"] is not None
+    assert (await client.get(twin["result"]["url"])).text == "a"
+    assert await queue_depth(settings) == 0
+    events = await store.events.read(twin["id"])
+    assert [(event.seq, event.job.status) for event in events] == [(1, "queued"), (2, "succeeded")]
+    assert [tag for tag, _ in executions(execution_log)] == ["a"]
+    # Kept as long as any finished job, not as long as an unconfirmed one.
+    assert await store._redis.ttl(store.keys.job(twin["id"])) > settings.provisional_ttl_s
+
+
+async def test_a_wait_on_a_job_answered_at_submission_is_a_200(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        await wait_for_job(client, await submit(client, "memo", tag="w", log=execution_log))
+    response = await client.post(
+        "/v1/jobs",
+        json={"task": "memo", "input": {"tag": "w", "log": execution_log}},
+        headers={"Prefer": "wait=5"},
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+
+
+async def test_a_batch_answers_what_is_stored_and_queues_the_rest(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        await wait_for_job(client, await submit(client, "memo", tag="kept", log=execution_log))
+    items = [
+        {"task": "memo", "input": {"tag": tag, "log": execution_log}}
+        for tag in ("new", "kept", "new")
+    ]
+    response = await client.post("/v1/jobs/batch", json={"jobs": items})
+    assert response.status_code == 202
+    jobs = response.json()["jobs"]
+    assert [job["status"] for job in jobs] == ["queued", "succeeded", "queued"]
+    assert await queue_depth(settings) == 2
+    async with running_worker(settings):
+        done = await wait_for_jobs(client, [job["id"] for job in jobs])
+    assert {job["status"] for job in done.values()} == {"succeeded"}
+    assert sorted(tag for tag, _ in executions(execution_log)) == ["kept", "new"]
+
+
+async def test_a_stored_failure_does_not_answer_a_later_job(
+    client: httpx.AsyncClient, settings: Settings, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        failed = await wait_for_job(
+            client, await submit(client, "memo_fail", tag="f", log=execution_log)
+        )
+    assert failed["status"] == "failed"
+    later = (
+        await client.post(
+            "/v1/jobs", json={"task": "memo_fail", "input": {"tag": "f", "log": execution_log}}
+        )
+    ).json()
+    assert later["status"] == "queued"
+    assert await queue_depth(settings) == 1
+
+
+async def test_a_job_whose_stored_result_is_gone_is_queued(
+    client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
+) -> None:
+    async with running_worker(settings):
+        first = await wait_for_job(client, await submit(client, "memo", tag="x", log=execution_log))
+    # The result expired (or was evicted) while the stored outcome still names its job.
+    await store._redis.delete(store.keys.result(first["id"], "text"))
+    later = (
+        await client.post(
+            "/v1/jobs", json={"task": "memo", "input": {"tag": "x", "log": execution_log}}
+        )
+    ).json()
+    assert later["status"] == "queued"
+    assert later["started_at"] is None
+    assert await queue_depth(settings) == 1

@@ -60,7 +60,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                     logger.warning("%s", warning)
                 limiter = SubmissionLimiter(settings)
                 stack.push_async_callback(limiter.aclose)
-                submitter = Submitter(store, broker)
+                submitter = Submitter(store, broker, tasks, settings)
                 try:
                     yield {
                         "settings": settings,

@@ -174,6 +174,11 @@ async def submit_job(
     wait_s = preferred_wait_s(prefer)
     if wait_s is None:
         return job
+    if job.status.is_terminal:
+        # Answered from a stored result as it was made: nothing to wait for.
+        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+        response.status_code = status.HTTP_200_OK
+        return job
     # A wait follows the job live, as a stream does, and counts as one: past
     # the caller's cap it is not applied (the job is queued all the same).
     try:

@@ -72,6 +72,12 @@ class Computations:
         return text(job_id) if job_id is not None else None
 
     @backend_errors
+    async def outcomes(self, computations: list[Computation]) -> list[str | None]:
+        """`outcome` of each computation, in one command."""
+        found = await self._redis.mget([computation.outcome_key for computation in computations])
+        return [text(job_id) if job_id is not None else None for job_id in found]
+
+    @backend_errors
     async def remember(
         self, computation: Computation, job_id: str, ttl_s: int, *, succeeded: bool
     ) -> None:

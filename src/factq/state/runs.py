@@ -67,10 +67,15 @@ class Runs:
         return Transition.from_reply(outcome, flat)
 
     @backend_errors
-    async def finish_like(self, job_id: str, other_id: str, formats: Sequence[str]) -> Transition:
-        """End the job as the finished job other_id of the same computation ended,
-        with a copy of its result or its error; outcome UNAVAILABLE when that
-        job, or a result of it, is gone."""
+    async def finish_like(
+        self, job_id: str, other_id: str, formats: Sequence[str], *, at_submission: bool = False
+    ) -> Transition:
+        """End the running job as the finished job other_id of the same computation
+        ended, with a copy of its result or its error; outcome UNAVAILABLE when
+        that job, or a result of it, is gone.
+
+        `at_submission`: the job was just made and is still queued; it ends only
+        as other_id succeeded (UNAVAILABLE otherwise), without running."""
         outcome, flat = await self._run(
             "finish_from",
             keys=[
@@ -79,7 +84,7 @@ class Runs:
                 *(self._keys.result(job_id, fmt) for fmt in formats),
                 *(self._keys.result(other_id, fmt) for fmt in formats),
             ],
-            args=[*self._common()],
+            args=[*self._common(), "at_submission" if at_submission else ""],
         )
         return Transition.from_reply(outcome, flat)
 

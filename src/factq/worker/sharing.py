@@ -24,6 +24,7 @@ from factq.settings import CONSUMER_TIMEOUT_MARGIN_S, Settings
 from factq.state.computations import FAILURE_TTL_S, RENEW_EVERY_S, Computation
 from factq.state.records import Outcome, Transition
 from factq.state.store import Store
+from factq.submit import shared_computation
 from factq.tasks import TaskOutput, TaskRegistry
 from factq.worker.cancels import CancelAsked
 from factq.worker.retry import retry_backend
@@ -53,16 +54,9 @@ class SharedComputations:
         self._settings = settings
         self._should_exit = should_exit
 
-    @property
-    def cache_ttl_s(self) -> int:
-        return min(self._settings.result_cache_ttl_s, self._settings.result_ttl_s)
-
     def of(self, job: JobMessage) -> Computation | None:
         """The job's computation, when identical jobs may share it."""
-        task = self._registry.get(job.task)
-        if task is None or not task.deterministic or not self.cache_ttl_s:
-            return None
-        return self._store.computations.of(job.task, job.input, task.version)
+        return shared_computation(self._store, self._registry, self._settings, job.task, job.input)
 
     async def compute_once(
         self, job: JobMessage, shared: Computation, cancel: asyncio.Event, compute: Compute
@@ -116,7 +110,7 @@ class SharedComputations:
             return
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             succeeded = job.status == JobStatus.SUCCEEDED
-            ttl_s = self.cache_ttl_s if succeeded else FAILURE_TTL_S
+            ttl_s = self._settings.result_cache_s if succeeded else FAILURE_TTL_S
             try:
                 await self._store.computations.remember(shared, job.id, ttl_s, succeeded=succeeded)
             except BackendUnavailable as exc:
