@@ -1,29 +1,50 @@
 """The process pool that runs task functions, off the event loop.
 
-pebble's pool, unlike concurrent.futures', stops one running task by ending
-its process (cancel, timeout) and replaces that process, and reports a dead
-process as `ProcessExpired` instead of breaking the whole pool.
+Each pool process serves one task at a time over a socket pair that the
+worker's event loop reads and writes itself: no threads in the worker, so a
+task costs one message each way. Stopping one running task (a cancel, its
+time limit) ends its process, and a new one takes its place; a process that
+dies on its own (killed, out of memory, a crash in C code) fails only the task
+it ran, as `PoolProcessLost`, and is replaced the same way.
+
+Pool processes are forked from the worker's forkserver, which imports this
+module and the task modules once: every pool process shares those pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import importlib
 import inspect
+import logging
 import multiprocessing
 import os
+import pickle
 import select
 import signal
+import socket
+import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import pebble
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Final
 
 from factq.settings import Settings
 from factq.tasks import TaskOutput
 from factq.worker.progress import ProgressReporter
+
+logger = logging.getLogger(__name__)
+
+# A process that has not said it is ready (its task modules imported, its
+# Redis client made) within this long is ended, and the pool start fails.
+START_TIMEOUT_S: Final = 60.0
+# How long an ended process may take to be reaped before it is left to init.
+EXIT_WAIT_S: Final = 5.0
+# Each message: its length (as multiprocessing.Connection frames it), then a pickle.
+_LENGTH: Final = struct.Struct("!i")
+_LONG_LENGTH: Final = struct.Struct("!Q")
 
 
 class TaskTimedOut(Exception):
@@ -43,29 +64,47 @@ class TaskFailed(Exception):
         self.message = message
 
 
-# Set in each pool process by its initializer; the only process-wide state,
-# since a pool process serves one job at a time for its whole life.
+# Set in each pool process as it starts; the only process-wide state, since a
+# pool process serves one job at a time for its whole life.
 _reporter: ProgressReporter | None = None
 
 
-def _init_process(modules: Sequence[str], redis_url: str, namespace: str, worker_pid: int) -> None:
-    """Import the task modules and connect for progress reports as the process starts."""
+def _serve(
+    connection: Connection,
+    modules: Sequence[str],
+    redis_url: str,
+    namespace: str,
+    worker_pid: int,
+) -> None:
+    """A pool process: start, say so, then run each task sent until the worker
+    closes its end."""
     global _reporter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which ends us
     _die_with(worker_pid)
     for module in modules:
         importlib.import_module(module)
     _reporter = ProgressReporter(redis_url, namespace)
+    connection.send_bytes(b"")
+    while True:
+        try:
+            function, kwargs, job_id = pickle.loads(connection.recv_bytes())
+        except EOFError:
+            return
+        try:
+            reply = pickle.dumps((True, _run_task(function, kwargs, job_id)), protocol=5)
+        except Exception as exc:  # the task's failure, or an output that does not pickle
+            reply = pickle.dumps((False, (type(exc).__name__, str(exc) or type(exc).__name__)))
+        connection.send_bytes(reply)
 
 
 def _die_with(worker_pid: int) -> None:
     """End this pool process as soon as its worker process is gone, however it went.
 
-    A worker killed with SIGKILL (or by the OOM killer) cannot stop its pool, and
-    pebble's processes notice only when they ask for their next task: without
-    this, a running task goes on as an orphan for as long as it has left, using
-    a core the replacement worker needs, while its job is already redelivered
-    to another worker. A thread waits on a pidfd of the
-    worker (the parent here is the worker's forkserver, which outlives it, so
+    A worker killed with SIGKILL (or by the OOM killer) cannot stop its pool:
+    without this, a running task goes on as an orphan for as long as it has
+    left, using a core the replacement worker needs, while its job is already
+    redelivered to another worker. A thread waits on a pidfd of the worker (the
+    parent here is the worker's forkserver, which outlives it, so
     PR_SET_PDEATHSIG would not fire) and ends this process when it exits.
     """
     pidfd_open = getattr(os, "pidfd_open", None)
@@ -83,10 +122,6 @@ def _die_with(worker_pid: int) -> None:
     threading.Thread(target=wait_for_worker_exit, name="factq-die-with-worker", daemon=True).start()
 
 
-def _ready() -> bool:
-    return True
-
-
 def _run_task(
     function: Callable[..., TaskOutput], kwargs: dict[str, Any], job_id: str
 ) -> TaskOutput:
@@ -96,34 +131,139 @@ def _run_task(
     return function(**kwargs)
 
 
+class _Lost(Exception):
+    """The process's socket closed: it died."""
+
+
+class _Process:
+    """One pool process and the worker's end of its socket pair."""
+
+    def __init__(
+        self,
+        process: BaseProcess,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.process = process
+        self._reader = reader
+        self._writer = writer
+        self._code: int | None = None
+        self._reaping: asyncio.Future[None] | None = None
+        self._ended = False
+
+    @classmethod
+    async def start(
+        cls, context: multiprocessing.context.BaseContext, initargs: tuple[Any, ...]
+    ) -> _Process:
+        ours, theirs = socket.socketpair()
+        # The process gets its own copy of this end as it starts; ours closes here.
+        with Connection(theirs.detach()) as child_end:
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_serve, args=(child_end, *initargs), name="factq-pool", daemon=True
+            )
+            try:
+                process.start()
+            except BaseException:
+                ours.close()
+                raise
+        reader, writer = await asyncio.open_connection(sock=ours)
+        started = cls(process, reader, writer)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await started._receive()
+        except BaseException:
+            await started.end()
+            raise
+        return started
+
+    async def call(self, request: bytes) -> Any:
+        """Send one task; its reply, once the process has run it."""
+        try:
+            self._writer.write(_LENGTH.pack(len(request)) + request)
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise _Lost from exc
+        return pickle.loads(await self._receive())
+
+    async def _receive(self) -> bytes:
+        try:
+            (size,) = _LENGTH.unpack(await self._reader.readexactly(_LENGTH.size))
+            if size == -1:  # over 2 GiB: a 64-bit length follows
+                (size,) = _LONG_LENGTH.unpack(await self._reader.readexactly(_LONG_LENGTH.size))
+            return await self._reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise _Lost from exc
+
+    async def exit_code(self) -> int | None:
+        """The process's exit code, once it has exited (None if it outlives the wait)."""
+        if self._code is None:
+            if self._reaping is None:
+                self._reaping = asyncio.ensure_future(self._reap())
+            await asyncio.shield(self._reaping)
+        return self._code
+
+    async def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+        sentinel = self.process.sentinel
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(sentinel, readable)
+        try:
+            async with asyncio.timeout(EXIT_WAIT_S):
+                await exited
+        except TimeoutError:
+            return
+        finally:
+            loop.remove_reader(sentinel)
+        self._code = self.process.exitcode
+
+    async def end(self) -> None:
+        """Kill the process (it may be mid-task), and reap it; once."""
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self._writer.close()
+        if await self.exit_code() is not None:
+            self.process.close()
+
+
 class TaskPool:
     """A fixed number of processes; `run` awaits one task function's output."""
 
     def __init__(self, settings: Settings, *, preload: Sequence[str] = ()) -> None:
-        processes = settings.concurrency
-        # forkserver: pool processes never inherit the event loop's threads
-        # or sockets, and a replacement process starts in milliseconds. The
-        # forkserver imports this module and the task modules once, before it
-        # forks: every pool process shares those pages instead of importing
-        # them again into memory of its own.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__, *preload])
-        self._pool = pebble.ProcessPool(
-            max_workers=processes,
-            initializer=_init_process,
-            initargs=(
-                tuple(preload),
-                settings.redis_url.get_secret_value(),
-                settings.namespace,
-                os.getpid(),
-            ),
-            context=context,
+        self.processes = settings.concurrency
+        # forkserver: pool processes never inherit the event loop's sockets,
+        # and a replacement starts in milliseconds. It imports this module and
+        # the task modules once, before it forks: every pool process shares
+        # those pages instead of importing them into memory of its own.
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload([__name__, *preload])
+        self._initargs = (
+            tuple(preload),
+            settings.redis_url.get_secret_value(),
+            settings.namespace,
+            os.getpid(),
         )
-        self.processes = processes
+        self._idle: asyncio.Queue[_Process] = asyncio.Queue()
+        self._all: set[_Process] = set()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def process_ids(self) -> set[int]:
+        """The pids of the pool's live processes (fewer while one is replaced)."""
+        return {process.process.pid for process in self._all if process.process.pid is not None}
 
     async def start(self) -> None:
         """Start the processes now, so that the first job does not pay for it."""
-        await asyncio.wrap_future(self._pool.schedule(_ready))
+        for _ in range(self.processes):
+            await self._add()
 
     async def run(
         self,
@@ -134,21 +274,56 @@ class TaskPool:
         timeout_s: float,
     ) -> TaskOutput:
         """Run function(**kwargs) in a pool process; cancelling this ends that process."""
-        future = self._pool.schedule(_run_task, args=(function, kwargs, job_id), timeout=timeout_s)
+        request = pickle.dumps((function, kwargs, job_id), protocol=5)
+        process = await self._idle.get()
         try:
-            output: TaskOutput = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()  # type: ignore[no-untyped-call]
-            raise
-        except concurrent.futures.TimeoutError:
+            async with asyncio.timeout(timeout_s):
+                ok, value = await process.call(request)
+        except TimeoutError:
+            self._replace(process)
             raise TaskTimedOut(f"ran past its time limit of {timeout_s:g} s") from None
-        except pebble.ProcessExpired as exc:
-            raise PoolProcessLost(f"its pool process died (exit code {exc.exitcode})") from None
-        except Exception as exc:
-            raise TaskFailed(type(exc).__name__, str(exc) or type(exc).__name__) from exc
+        except _Lost:
+            code = await process.exit_code()
+            self._replace(process)
+            raise PoolProcessLost(f"its pool process died (exit code {code})") from None
+        except BaseException:
+            # Cancelled mid-task: the only way to stop it is to end its process.
+            self._replace(process)
+            raise
+        self._idle.put_nowait(process)
+        if not ok:
+            raise TaskFailed(*value)
+        output: TaskOutput = value
         return output
 
     async def close(self) -> None:
         """End every process; tasks still running are abandoned."""
-        self._pool.stop()  # type: ignore[no-untyped-call]
-        await asyncio.to_thread(self._pool.join, 10)
+        self._closed = True
+        await asyncio.gather(*self._replacing, return_exceptions=True)
+        await asyncio.gather(*(process.end() for process in list(self._all)))
+        self._all.clear()
+
+    async def _add(self) -> None:
+        process = await _Process.start(self._context, self._initargs)
+        if self._closed:
+            await process.end()
+            return
+        self._all.add(process)
+        self._idle.put_nowait(process)
+
+    def _replace(self, process: _Process) -> None:
+        """End the process and start another in its place, in the background."""
+        self._all.discard(process)
+        task = asyncio.ensure_future(self._replace_now(process))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _replace_now(self, process: _Process) -> None:
+        await process.end()
+        while not self._closed:
+            try:
+                await self._add()
+                return
+            except Exception:
+                logger.exception("a pool process could not start; trying again")
+                await asyncio.sleep(1.0)

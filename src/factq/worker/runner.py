@@ -302,7 +302,7 @@ class JobRunner:
         finally:
             asked.cancel()
             if not run.done():
-                # Cancelling the run ends the pool process; pebble replaces it.
+                # Cancelling the run ends the pool process; the pool replaces it.
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
         if run.cancelled():
