@@ -37,6 +37,8 @@ def _redact_url(match: re.Match[str]) -> str:
 
 def redact(line: str) -> str:
     """The line with keys in query strings and credentials in URLs masked."""
+    if "token=" not in line and "://" not in line:
+        return line  # most lines: neither pattern can match
     return _TOKEN.sub(r"\1[redacted]", _URL.sub(_redact_url, line))
 
 

@@ -104,6 +104,9 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer"],
             expose_headers=["Location", "Retry-After", "Preference-Applied"],
         )
+    # Added last, so it runs first: neither CORS nor the body limit applies to
+    # a WebSocket.
+    app.add_middleware(events.DirectSockets)
     install_error_handlers(app)
     install_openapi(app, tasks, settings)
     install_docs(app)

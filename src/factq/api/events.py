@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from factq.aio import cancel_and_wait
@@ -69,6 +70,10 @@ MAX_SUBSCRIPTIONS: Final = 1000
 # slow (closed with 1013): room for a full socket's snapshots and a few
 # changes of each job, which arrive together when all subscribe at once.
 SEND_BUFFER: Final = 4 * MAX_SUBSCRIPTIONS
+
+# The event sockets' paths, as DirectSockets serves them.
+_JOB_SOCKET_PATH: Final = re.compile(r"/v1/jobs/([^/]*)/events")
+_EVENTS_SOCKET_PATH: Final = "/v1/events"
 
 After = Annotated[
     int | None,
@@ -406,3 +411,44 @@ def _seq(last_event_id: str | None) -> int | None:
     if not re.fullmatch(r"[0-9]{1,18}", last_event_id):
         raise InvalidRequest(f"Last-Event-ID must be an event's seq, not {last_event_id[:40]!r}")
     return int(last_event_id)
+
+
+class DirectSockets:
+    """ASGI middleware: the two event sockets, served before FastAPI's routing.
+
+    A socket's handshake is the hot path of a page with thousands of watchers,
+    and routing, the dependency solver and the per-request exit stacks cost
+    more than the handshake itself. The handlers are the routes' own
+    functions, given what the lifespan made (as their dependencies would be);
+    the routes stay declared, and serve any socket this does not take.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state")
+        if scope["type"] != "websocket" or not state:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == _EVENTS_SOCKET_PATH:
+            websocket = WebSocket(scope, receive, send)
+            await events_socket(
+                websocket, state["store"], state["hub"], state["settings"], state["streams"]
+            )
+            return
+        match = _JOB_SOCKET_PATH.fullmatch(path)
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        websocket = WebSocket(scope, receive, send)
+        await job_events_socket(
+            websocket,
+            match[1],
+            state["store"],
+            state["hub"],
+            state["settings"],
+            state["streams"],
+            websocket.query_params.get("after"),
+        )

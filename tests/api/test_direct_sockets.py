@@ -1,0 +1,106 @@
+"""The event sockets are served before FastAPI's routing (`DirectSockets`):
+which scopes it takes, and which it leaves to the app behind it.
+
+What the sockets say is tested through real servers elsewhere (tests/api/
+test_events.py); here an ASGI conversation shows who answered it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from factq.api.events import CLOSE_BAD_REQUEST, DirectSockets
+from factq.api.streams import StreamSlots
+from factq.settings import Settings
+
+
+class Behind:
+    """The app behind the middleware: records the paths it was given."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.paths.append(scope["path"])
+
+
+def socket_scope(path: str, settings: Settings | None, query: bytes = b"") -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "websocket",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "scheme": "ws",
+        "subprotocols": [],
+    }
+    if settings is not None:
+        scope["state"] = {
+            "settings": settings,
+            "store": None,
+            "hub": None,
+            "streams": StreamSlots(settings.max_streams_per_caller),
+        }
+    return scope
+
+
+async def converse(app: DirectSockets, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """Connect, then leave at the first read after that; what the app sent."""
+    incoming = [{"type": "websocket.connect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop() if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_job_socket_is_answered_without_the_app(settings: Settings) -> None:
+    behind = Behind()
+    sent = await converse(DirectSockets(behind), socket_scope("/v1/jobs/nope/events", settings))
+    assert behind.paths == []
+    assert sent[0]["type"] == "websocket.accept"
+    error = json.loads(sent[1]["text"])
+    assert error["error"]["type"] == "invalid_request"
+    assert sent[-1] == {"type": "websocket.close", "code": CLOSE_BAD_REQUEST, "reason": ""}
+
+
+async def test_an_events_socket_is_answered_without_the_app(settings: Settings) -> None:
+    behind = Behind()
+    sent = await converse(DirectSockets(behind), socket_scope("/v1/events", settings))
+    assert behind.paths == []
+    assert sent[0]["type"] == "websocket.accept"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/jobs/a/b/events", "/v1/jobs/0/events/more", "/v1/events/", "/ws", "/"],
+)
+async def test_other_socket_paths_go_to_the_app(settings: Settings, path: str) -> None:
+    behind = Behind()
+    await converse(DirectSockets(behind), socket_scope(path, settings))
+    assert behind.paths == [path]
+
+
+async def test_without_the_lifespan_state_the_app_answers(settings: Settings) -> None:
+    behind = Behind()
+    await converse(DirectSockets(behind), socket_scope("/v1/events", None))
+    assert behind.paths == ["/v1/events"]
+
+
+async def test_http_requests_go_to_the_app(settings: Settings) -> None:
+    behind = Behind()
+    scope = {**socket_scope("/v1/events", settings), "type": "http", "method": "GET"}
+    await DirectSockets(behind)(scope, None, None)  # type: ignore[arg-type]  # never read
+    assert behind.paths == ["/v1/events"]
