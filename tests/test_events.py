@@ -12,7 +12,7 @@ from redis.asyncio.client import PubSub
 from factq.schema import JobError, JobEvent, JobStatus
 from factq.settings import Settings
 from factq.state import events
-from factq.state.events import EventHub, SlowSubscriber, Subscription, follow
+from factq.state.events import RESYNC, EventHub, SlowSubscriber, Subscription, follow
 from factq.state.records import NewJob
 from factq.state.store import Store
 from factq.submit import new_job_id
@@ -41,6 +41,36 @@ async def test_a_subscriber_a_whole_buffer_behind_is_dropped(store: Store) -> No
         subscription.deliver(event)
     with pytest.raises(SlowSubscriber):
         await subscription.next(1)
+
+
+async def test_a_subscription_gives_its_events_in_order_then_resync_when_quiet(
+    store: Store,
+) -> None:
+    job_id = await new_job(store)
+    first = await store.events.current(job_id)
+    second = first.model_copy(update={"seq": first.seq + 1})
+    subscription = Subscription(job_id)
+    subscription.deliver(first)
+    subscription.deliver(second)
+    assert await subscription.next(1) is first
+    assert await subscription.next(1) is second
+    assert await subscription.next(0.05) is RESYNC
+    # One delivered while the follower waits wakes it.
+    waiting = asyncio.create_task(subscription.next(5))
+    await asyncio.sleep(0)
+    subscription.deliver(first)
+    assert await waiting is first
+
+
+async def test_a_follower_cancelled_while_it_waits_leaves_no_waiter(store: Store) -> None:
+    subscription = Subscription(await new_job(store))
+    waiting = asyncio.create_task(subscription.next(5))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    subscription.deliver(RESYNC)  # nobody waits: kept for the next read
+    assert await subscription.next(1) is RESYNC
 
 
 async def test_the_hub_routes_each_event_to_its_jobs_subscribers(

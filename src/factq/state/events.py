@@ -67,31 +67,47 @@ RESYNC: Final = _Resync()
 
 
 class Subscription:
-    """Live events of one job for one follower, in a bounded buffer."""
+    """Live events of one job for one follower, in a bounded buffer.
+
+    Not an asyncio.Queue: a process holds one per follower, thousands at once,
+    and a queue's four deques cost more memory than the socket it serves. One
+    follower reads it, so a list and one waiting future do.
+    """
+
+    __slots__ = ("_items", "_size", "_waiter", "job_id", "overflowed")
 
     def __init__(self, job_id: str, size: int = SUBSCRIPTION_BUFFER) -> None:
         self.job_id = job_id
-        self._queue: asyncio.Queue[JobEvent | _Resync] = asyncio.Queue(size)
+        self._size = size
+        self._items: list[JobEvent | _Resync] = []
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
     def deliver(self, item: JobEvent | _Resync) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._items) >= self._size:
             self.overflowed = True
+            return
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout_s: float) -> JobEvent | _Resync:
         """The next live event, or RESYNC when none came in time."""
         if self.overflowed:
-            raise SlowSubscriber(f"fell {self._queue.maxsize} events behind on job {self.job_id}")
-        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
-        # cancel that arrives as the item does, and the follower's task then
-        # outlives the cancel meant to end it.
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._queue.get()
-        except TimeoutError:
-            return RESYNC
+            raise SlowSubscriber(f"fell {self._size} events behind on job {self.job_id}")
+        if not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+            # cancel that arrives as the item does, and the follower's task then
+            # outlives the cancel meant to end it.
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._waiter
+            except TimeoutError:
+                return RESYNC
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
 
 
 class EventLog:
