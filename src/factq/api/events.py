@@ -112,6 +112,7 @@ async def _send_events(websocket: WebSocket, events: AsyncIterator[JobEvent]) ->
     try:
         async for event in events:
             await websocket.send_text(event.model_dump_json())
+            del event  # an idle socket holds no event while it waits for the next
     except JobNotFound:
         return CLOSE_NOT_FOUND
     except (SlowSubscriber, BackendUnavailable) as exc:
@@ -299,6 +300,7 @@ class _Multiplexer:
                 self._store.events, self._hub, checked_job_id(job_id), self._owner
             ):
                 self._post(event.model_dump_json())
+                del event  # held by no idle subscription
         except JobNotFound:
             self._post(_error(job_id, "not_found", f"no job with id {job_id[:64]!r}"))
         except BackendUnavailable as exc:

@@ -273,21 +273,22 @@ async def follow(
     # Subscribe before reading the job: an event published in between would
     # otherwise be lost.
     with hub.subscribe(job_id) as subscription:
-        current = await log.current(job_id, owner)
-        if after is None:
-            backlog = [current]
-        else:
-            backlog = await log.read(job_id, after) if after < current.seq else []
-        last = after or 0
-        if not backlog and _has_ended(current, last):
+        backlog = await _first_events(log, job_id, owner, after)
+        if backlog is None:
             return
+        last = after or 0
         while True:
-            for event in backlog:
+            # Each event is dropped once sent: an idle follower (thousands wait
+            # at once) holds no event, only the seq of the last one it sent.
+            while backlog:
+                event = backlog.pop(0)
                 if event.seq <= last:
                     continue
-                yield event
                 last = event.seq
-                if event.job.status.is_terminal:
+                ended = event.job.status.is_terminal
+                yield event
+                del event
+                if ended:
                     return
             item = await subscription.next(RESYNC_AFTER_S)
             if isinstance(item, JobEvent) and item.seq <= last + 1:
@@ -297,6 +298,21 @@ async def follow(
                 backlog = await log.read(job_id, last)
                 if not backlog and _has_ended(await log.current(job_id, owner), last):
                     return
+            del item
+
+
+async def _first_events(
+    log: EventLog, job_id: str, owner: str, after: int | None
+) -> list[JobEvent] | None:
+    """What a new follower sends first: the job's current state, or its logged
+    events after `after`; None when the job has ended and all was sent."""
+    current = await log.current(job_id, owner)
+    if after is None:
+        return [current]
+    backlog = await log.read(job_id, after) if after < current.seq else []
+    if not backlog and _has_ended(current, after):
+        return None
+    return backlog
 
 
 def _has_ended(current: JobEvent, last_sent: int) -> bool:
