@@ -66,6 +66,13 @@ class RedactingFormatter(logging.Formatter):
 
 def configure_logging(level: LogLevel) -> None:
     """One format for every line of the process: factq's, uvicorn's, the libraries' and warnings."""
+    # The line names no file, line, thread or process: skip gathering them
+    # (the optimisations of the logging HOWTO). Finding the caller walks the
+    # stack on every record, and a server logs a line per request and socket.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     handler.addFilter(RedactSecrets())
