@@ -13,7 +13,7 @@ from factq.errors import BackendUnavailable
 from factq.state.connection import backend_errors
 from factq.state.keys import Keys
 
-RESULT_CHUNK_BYTES: Final = 64 * 1024
+RESULT_CHUNK_BYTES: Final = 512 * 1024
 # How long a result being received lives, should its request never finish.
 UPLOAD_TTL_S: Final = 300
 
