@@ -132,12 +132,12 @@ def test_a_worker_loads_no_web_stack() -> None:
 
 def test_a_pool_process_loads_no_consumer() -> None:
     """A pool process imports the pool module and the task modules (in the worker's
-    forkserver, before it forks): no AMQP, HTTP or web modules among them."""
+    forkserver, before it forks): no AMQP, HTTP, web or rate-limit modules among them."""
     done, modules = run_importing("-c", "import factq.worker.pool, factq.tasks.factorial")
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"factq.worker.pool", "gmpy2", "redis"} <= modules
-    consumer = {"aio_pika", "aiormq", "httpx", "standardwebhooks", *WEB_STACK}
-    assert sorted(m for m in modules if m.split(".")[0] in consumer) == []
+    unneeded = {"aio_pika", "aiormq", "httpx", "standardwebhooks", "limits", *WEB_STACK}
+    assert sorted(m for m in modules if m.split(".")[0] in unneeded) == []
 
 
 def test_every_job_command_has_a_handler() -> None:

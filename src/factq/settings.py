@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,6 +77,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         if value:
+            # Imported here: only a process with a rate limit set needs the library
+            # (the API's limiter), not every worker and pool process.
+            import limits
+
             try:
                 limits.parse(value)
             except ValueError:
