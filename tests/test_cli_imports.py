@@ -128,6 +128,8 @@ def test_a_worker_loads_no_web_stack() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"aio_pika", "factq.worker.pool", "factq.worker.runner"} <= modules
     assert sorted(m for m in modules if m.split(".")[0] in WEB_STACK) == []
+    # Nor the HTTP client: only a worker that sends webhooks loads it, when it starts to.
+    assert sorted(m for m in modules if m.split(".")[0] == "httpx") == []
 
 
 def test_a_pool_process_loads_no_consumer() -> None:

@@ -14,8 +14,7 @@ import os
 import socket
 import ssl
 from datetime import UTC, datetime
-
-import httpx
+from typing import TYPE_CHECKING
 
 from factq.errors import BackendUnavailable, InvalidWebhook
 from factq.logs import redact
@@ -24,8 +23,10 @@ from factq.settings import Settings
 from factq.state.store import Store
 from factq.state.webhook_queue import WebhookTask
 from factq.webhooks.destinations import allowed_hosts
-from factq.webhooks.sender import post_checked
 from factq.webhooks.signing import signed_request
+
+if TYPE_CHECKING:
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class WebhookSender:
         secret = self._settings.webhook_secret.get_secret_value()
         if not secret:
             return
+        # Imported here: a worker that sends no webhooks never loads the HTTP
+        # client (6 MB of memory a process).
+        import httpx
+
         # One context for every delivery: building one loads the CA bundle.
         ssl_context = httpx.create_ssl_context()
         while not stop.is_set():
@@ -117,6 +122,10 @@ class WebhookSender:
         job: dict[str, object],
     ) -> dict[str, int | str]:
         """One POST: {"status_code": ...} or {"error": ...}."""
+        import httpx
+
+        from factq.webhooks.sender import post_checked
+
         body, headers = signed_request(secret, delivery_id, event_type, job)
         limit_s = self._settings.webhook_timeout_s
         try:
