@@ -1,5 +1,5 @@
-"""The event sockets are served before FastAPI's routing (`DirectSockets`):
-which scopes it takes, and which it leaves to the app behind it.
+"""The event sockets are served before FastAPI's middleware and routing
+(`served_directly`): which scopes it takes, and which it leaves to the app.
 
 What the sockets say is tested through real servers elsewhere (tests/api/
 test_events.py); here an ASGI conversation shows who answered it.
@@ -14,19 +14,11 @@ from typing import Any
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from factq.api.events import CLOSE_BAD_REQUEST, DirectSockets
+from factq.api import events
+from factq.api.app import create_app
+from factq.api.events import CLOSE_BAD_REQUEST, served_directly
 from factq.api.streams import StreamSlots
 from factq.settings import Settings
-
-
-class Behind:
-    """The app behind the middleware: records the paths it was given."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.paths.append(scope["path"])
 
 
 def socket_scope(path: str, settings: Settings | None, query: bytes = b"") -> dict[str, Any]:
@@ -51,8 +43,9 @@ def socket_scope(path: str, settings: Settings | None, query: bytes = b"") -> di
     return scope
 
 
-async def converse(app: DirectSockets, scope: dict[str, Any]) -> list[dict[str, Any]]:
-    """Connect, then leave at the first read after that; what the app sent."""
+async def converse(scope: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
+    """Connect, then leave at the first read after that: whether the socket was
+    served directly, and what was sent."""
     incoming = [{"type": "websocket.connect"}]
     sent: list[dict[str, Any]] = []
 
@@ -62,14 +55,13 @@ async def converse(app: DirectSockets, scope: dict[str, Any]) -> list[dict[str, 
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
-    await app(scope, receive, send)
-    return sent
+    served = await served_directly(scope, receive, send)
+    return served, sent
 
 
 async def test_a_job_socket_is_answered_without_the_app(settings: Settings) -> None:
-    behind = Behind()
-    sent = await converse(DirectSockets(behind), socket_scope("/v1/jobs/nope/events", settings))
-    assert behind.paths == []
+    served, sent = await converse(socket_scope("/v1/jobs/nope/events", settings))
+    assert served
     assert sent[0]["type"] == "websocket.accept"
     error = json.loads(sent[1]["text"])
     assert error["error"]["type"] == "invalid_request"
@@ -77,9 +69,8 @@ async def test_a_job_socket_is_answered_without_the_app(settings: Settings) -> N
 
 
 async def test_an_events_socket_is_answered_without_the_app(settings: Settings) -> None:
-    behind = Behind()
-    sent = await converse(DirectSockets(behind), socket_scope("/v1/events", settings))
-    assert behind.paths == []
+    served, sent = await converse(socket_scope("/v1/events", settings))
+    assert served
     assert sent[0]["type"] == "websocket.accept"
 
 
@@ -88,19 +79,28 @@ async def test_an_events_socket_is_answered_without_the_app(settings: Settings) 
     ["/v1/jobs/a/b/events", "/v1/jobs/0/events/more", "/v1/events/", "/ws", "/"],
 )
 async def test_other_socket_paths_go_to_the_app(settings: Settings, path: str) -> None:
-    behind = Behind()
-    await converse(DirectSockets(behind), socket_scope(path, settings))
-    assert behind.paths == [path]
+    assert await converse(socket_scope(path, settings)) == (False, [])
 
 
 async def test_without_the_lifespan_state_the_app_answers(settings: Settings) -> None:
-    behind = Behind()
-    await converse(DirectSockets(behind), socket_scope("/v1/events", None))
-    assert behind.paths == ["/v1/events"]
+    assert await converse(socket_scope("/v1/events", None)) == (False, [])
 
 
 async def test_http_requests_go_to_the_app(settings: Settings) -> None:
-    behind = Behind()
     scope = {**socket_scope("/v1/events", settings), "type": "http", "method": "GET"}
-    await DirectSockets(behind)(scope, None, None)  # type: ignore[arg-type]  # never read
-    assert behind.paths == ["/v1/events"]
+    assert await converse(scope) == (False, [])
+
+
+async def test_the_app_serves_its_sockets_directly(settings: Settings) -> None:
+    """create_app's app hands a socket scope to served_directly first."""
+    app = create_app(settings)
+    served: list[str] = []
+
+    async def record(scope: Scope, receive: Receive, send: Send) -> bool:
+        served.append(scope["path"])
+        return True
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events, "served_directly", record)
+        await app(socket_scope("/v1/events", settings), None, None)  # type: ignore[arg-type]
+    assert served == ["/v1/events"]

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 import factq
 from factq.api import compat, events, health, jobs, page
@@ -38,6 +39,15 @@ Submit a job and get its id at once (202); workers compute it off the request
 path; poll `GET /v1/jobs/{id}` or download `GET /v1/jobs/{id}/result`.
 Errors are always `{"error": {"type": "...", "message": "..."}}`.
 """
+
+
+class FactqAPI(FastAPI):
+    """FastAPI, with the event sockets served ahead of its middleware and routing
+    (`events.served_directly`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await events.served_directly(scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, registry: TaskRegistry | None = None) -> FastAPI:
@@ -79,7 +89,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
         finally:
             conversions.close()
 
-    app = FastAPI(
+    app = FactqAPI(
         title="factq",
         version=factq.__version__,
         description=DESCRIPTION,
@@ -104,9 +114,6 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer"],
             expose_headers=["Location", "Retry-After", "Preference-Applied"],
         )
-    # Added last, so it runs first: neither CORS nor the body limit applies to
-    # a WebSocket.
-    app.add_middleware(events.DirectSockets)
     install_error_handlers(app)
     install_openapi(app, tasks, settings)
     install_docs(app)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from factq.aio import cancel_and_wait
@@ -71,7 +71,7 @@ MAX_SUBSCRIPTIONS: Final = 1000
 # changes of each job, which arrive together when all subscribe at once.
 SEND_BUFFER: Final = 4 * MAX_SUBSCRIPTIONS
 
-# The event sockets' paths, as DirectSockets serves them.
+# The event sockets' paths, as served_directly serves them.
 _JOB_SOCKET_PATH: Final = re.compile(r"/v1/jobs/([^/]*)/events")
 _EVENTS_SOCKET_PATH: Final = "/v1/events"
 
@@ -415,42 +415,39 @@ def _seq(last_event_id: str | None) -> int | None:
     return int(last_event_id)
 
 
-class DirectSockets:
-    """ASGI middleware: the two event sockets, served before FastAPI's routing.
+async def served_directly(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Serve the two event sockets before FastAPI's middleware and routing; False
+    for anything else (every HTTP request, any other socket path, a scope
+    without the lifespan's state), which the app then serves.
 
-    A socket's handshake is the hot path of a page with thousands of watchers,
-    and routing, the dependency solver and the per-request exit stacks cost
-    more than the handshake itself. The handlers are the routes' own
+    A socket's handshake is the hot path of a page with thousands of watchers:
+    routing, the dependency solver, the middleware layers and the per-request
+    exit stacks cost more CPU than the handshake itself, and their frames stay
+    in memory for the socket's whole life. The handlers are the routes' own
     functions, given what the lifespan made (as their dependencies would be);
     the routes stay declared, and serve any socket this does not take.
     """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope.get("state")
-        if scope["type"] != "websocket" or not state:
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        if path == _EVENTS_SOCKET_PATH:
-            websocket = WebSocket(scope, receive, send)
-            await events_socket(
-                websocket, state["store"], state["hub"], state["settings"], state["streams"]
-            )
-            return
-        match = _JOB_SOCKET_PATH.fullmatch(path)
-        if match is None:
-            await self.app(scope, receive, send)
-            return
+    state = scope.get("state")
+    if scope["type"] != "websocket" or not state:
+        return False
+    path = scope["path"]
+    if path == _EVENTS_SOCKET_PATH:
         websocket = WebSocket(scope, receive, send)
-        await job_events_socket(
-            websocket,
-            match[1],
-            state["store"],
-            state["hub"],
-            state["settings"],
-            state["streams"],
-            websocket.query_params.get("after"),
+        await events_socket(
+            websocket, state["store"], state["hub"], state["settings"], state["streams"]
         )
+        return True
+    match = _JOB_SOCKET_PATH.fullmatch(path)
+    if match is None:
+        return False
+    websocket = WebSocket(scope, receive, send)
+    await job_events_socket(
+        websocket,
+        match[1],
+        state["store"],
+        state["hub"],
+        state["settings"],
+        state["streams"],
+        websocket.query_params.get("after"),
+    )
+    return True
