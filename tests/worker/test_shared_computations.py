@@ -236,16 +236,29 @@ def test_a_new_task_version_is_a_new_computation() -> None:
     assert input_digest("factorial", job_input) != input_digest("other", job_input)
 
 
+async def computed(
+    client: httpx.AsyncClient, settings: Settings, task: str, tag: str, log: str
+) -> dict[str, Any]:
+    """A job of the task, run by a worker that stops once it is done."""
+    async with running_worker(settings):
+        return await wait_for_job(client, await submit(client, task, tag=tag, log=log))
+
+
+async def submit_again(
+    client: httpx.AsyncClient, task: str, tag: str, log: str, **headers: str
+) -> httpx.Response:
+    """The same input once more, while no worker runs."""
+    body = {"task": task, "input": {"tag": tag, "log": log}}
+    return await client.post("/v1/jobs", json=body, headers=headers)
+
+
 async def test_a_stored_result_answers_an_identical_job_as_it_is_made(
     client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
 ) -> None:
     """No worker runs when the twin comes: it ends at submission, with a copy of
     the result, and no message of it ever reaches the queue."""
-    async with running_worker(settings):
-        first = await wait_for_job(client, await submit(client, "memo", tag="a", log=execution_log))
-    response = await client.post(
-        "/v1/jobs", json={"task": "memo", "input": {"tag": "a", "log": execution_log}}
-    )
+    first = await computed(client, settings, "memo", "a", execution_log)
+    response = await submit_again(client, "memo", "a", execution_log)
     assert response.status_code == 202
     twin = response.json()
     assert twin["id"] != first["id"]
@@ -264,22 +277,17 @@ async def test_a_stored_result_answers_an_identical_job_as_it_is_made(
 async def test_a_wait_on_a_job_answered_at_submission_is_a_200(
     client: httpx.AsyncClient, settings: Settings, execution_log: str
 ) -> None:
-    async with running_worker(settings):
-        await wait_for_job(client, await submit(client, "memo", tag="w", log=execution_log))
-    response = await client.post(
-        "/v1/jobs",
-        json={"task": "memo", "input": {"tag": "w", "log": execution_log}},
-        headers={"Prefer": "wait=5"},
-    )
+    await computed(client, settings, "memo", "w", execution_log)
+    response = await submit_again(client, "memo", "w", execution_log, Prefer="wait=5")
     assert response.status_code == 200
     assert response.json()["status"] == "succeeded"
+    assert response.headers["Preference-Applied"] == "wait=5"
 
 
 async def test_a_batch_answers_what_is_stored_and_queues_the_rest(
     client: httpx.AsyncClient, settings: Settings, execution_log: str
 ) -> None:
-    async with running_worker(settings):
-        await wait_for_job(client, await submit(client, "memo", tag="kept", log=execution_log))
+    await computed(client, settings, "memo", "kept", execution_log)
     items = [
         {"task": "memo", "input": {"tag": tag, "log": execution_log}}
         for tag in ("new", "kept", "new")
@@ -298,16 +306,9 @@ async def test_a_batch_answers_what_is_stored_and_queues_the_rest(
 async def test_a_stored_failure_does_not_answer_a_later_job(
     client: httpx.AsyncClient, settings: Settings, execution_log: str
 ) -> None:
-    async with running_worker(settings):
-        failed = await wait_for_job(
-            client, await submit(client, "memo_fail", tag="f", log=execution_log)
-        )
+    failed = await computed(client, settings, "memo_fail", "f", execution_log)
     assert failed["status"] == "failed"
-    later = (
-        await client.post(
-            "/v1/jobs", json={"task": "memo_fail", "input": {"tag": "f", "log": execution_log}}
-        )
-    ).json()
+    later = (await submit_again(client, "memo_fail", "f", execution_log)).json()
     assert later["status"] == "queued"
     assert await queue_depth(settings) == 1
 
@@ -315,15 +316,10 @@ async def test_a_stored_failure_does_not_answer_a_later_job(
 async def test_a_job_whose_stored_result_is_gone_is_queued(
     client: httpx.AsyncClient, settings: Settings, store: Store, execution_log: str
 ) -> None:
-    async with running_worker(settings):
-        first = await wait_for_job(client, await submit(client, "memo", tag="x", log=execution_log))
+    first = await computed(client, settings, "memo", "x", execution_log)
     # The result expired (or was evicted) while the stored outcome still names its job.
     await store._redis.delete(store.keys.result(first["id"], "text"))
-    later = (
-        await client.post(
-            "/v1/jobs", json={"task": "memo", "input": {"tag": "x", "log": execution_log}}
-        )
-    ).json()
+    later = (await submit_again(client, "memo", "x", execution_log)).json()
     assert later["status"] == "queued"
     assert later["started_at"] is None
     assert await queue_depth(settings) == 1
