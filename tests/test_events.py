@@ -57,7 +57,7 @@ async def test_a_subscription_gives_its_events_in_order_then_resync_when_quiet(
     assert await subscription.next(0.05) is RESYNC
     # One delivered while the follower waits wakes it.
     waiting = asyncio.create_task(subscription.next(5))
-    await asyncio.sleep(0)
+    await until(lambda: subscription._waiter is not None)
     subscription.deliver(first)
     assert await waiting is first
 
@@ -65,10 +65,11 @@ async def test_a_subscription_gives_its_events_in_order_then_resync_when_quiet(
 async def test_a_follower_cancelled_while_it_waits_leaves_no_waiter(store: Store) -> None:
     subscription = Subscription(await new_job(store))
     waiting = asyncio.create_task(subscription.next(5))
-    await asyncio.sleep(0)
+    await until(lambda: subscription._waiter is not None)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    assert subscription._waiter is None
     subscription.deliver(RESYNC)  # nobody waits: kept for the next read
     assert await subscription.next(1) is RESYNC
 

@@ -89,7 +89,7 @@ async def test_a_task_past_its_time_limit_is_ended_and_its_process_replaced(
 async def test_cancelling_a_run_ends_its_process_and_the_pool_serves_on(pool: TaskPool) -> None:
     before = pool.process_ids
     running = asyncio.create_task(run(pool, pool_functions.sleep, seconds=30))
-    await asyncio.sleep(0.2)
+    await until(lambda: pool.idle == 1)  # the task has taken a process
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -114,7 +114,7 @@ async def test_closing_ends_every_process_even_mid_task(settings: Settings) -> N
     pool = TaskPool(settings.model_copy(update={"concurrency": 2}))
     await pool.start()
     running = asyncio.create_task(run(pool, pool_functions.sleep, seconds=30))
-    await asyncio.sleep(0.2)
+    await until(lambda: pool.idle == 1)  # the task has taken a process
     pids = pool.process_ids
     await pool.close()
     for pid in pids:

@@ -260,6 +260,11 @@ class TaskPool:
         """The pids of the pool's live processes (fewer while one is replaced)."""
         return {process.process.pid for process in self._all if process.process.pid is not None}
 
+    @property
+    def idle(self) -> int:
+        """Processes free for a task now."""
+        return self._idle.qsize()
+
     async def start(self) -> None:
         """Start the processes now, so that the first job does not pay for it."""
         for _ in range(self.processes):
