@@ -28,10 +28,15 @@ services:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+PLUGIN := tests/plugins/factq-example-plugin
+
+# The embed extra (PyTorch's CPU build and a small model, ~1 GB installed) is
+# part of the test environment: CI runs the model's tests. So is the example
+# task plugin, found through its entry point.
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,embed]' -e $(PLUGIN)
 	@touch $(STAMP)
 
 clean:

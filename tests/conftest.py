@@ -19,6 +19,7 @@ from factq.broker import Broker
 from factq.cli.serve import server_config
 from factq.settings import Settings
 from factq.state.store import Store
+from factq.tasks import TaskRegistry
 from factq.worker import Worker
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
@@ -28,12 +29,21 @@ from tests.support.service import free_port
 pytest_plugins = ["tests.support.timeouts"]
 
 TEST_TASKS = "tests.support.tasks"
+# What a test's worker serves unless the test says otherwise: every task but
+# the models, whose loading takes seconds a worker start should not pay.
+MODEL_TASKS = frozenset({"embed", "broken_model"})
+WORKER_TASKS = ",".join(
+    name
+    for name in TaskRegistry.from_settings(Settings(task_modules=TEST_TASKS))
+    if name not in MODEL_TASKS
+)
 
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "namespace": f"test-{uuid4().hex[:12]}",
         "task_modules": TEST_TASKS,
+        "worker_tasks": WORKER_TASKS,
         "concurrency": 2,
         "shutdown_grace_s": 5.0,
     }
@@ -113,7 +123,9 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def broker(settings: Settings) -> AsyncIterator[Broker]:
-    async with Broker.open(settings, name="factq-test") as broker:
+    async with Broker.open(
+        settings, tasks=list(TaskRegistry.from_settings(settings)), name="factq-test"
+    ) as broker:
         yield broker
 
 

@@ -29,7 +29,7 @@ async def test_published_jobs_are_persistent_and_named(broker: Broker, settings:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(broker.names.jobs_queue, passive=True)
+        queue = await channel.declare_queue(broker.names.task_queue("factorial"), passive=True)
         got = await queue.get(timeout=5)
         assert got is not None
         await got.ack()
@@ -42,14 +42,14 @@ async def test_queue_stats(broker: Broker) -> None:
     await broker.publish_jobs(
         [JobMessage(job_id=f"{i:032x}", task="factorial", input={"n": i}) for i in range(3)]
     )
-    stats = await broker.queue_stats()
+    stats = await broker.queue_stats("factorial")
     assert stats.depth == 3
     assert stats.consumers == 0
 
 
 async def test_a_full_queue_refuses_the_publish(settings_factory) -> None:
     settings = settings_factory(queue_max_length=2)
-    async with Broker.open(settings) as broker:
+    async with Broker.open(settings, tasks=["t"]) as broker:
         jobs = [JobMessage(job_id=f"{i:032x}", task="t", input={}) for i in range(2)]
         await broker.publish_jobs(jobs)
         # A quorum queue applies its length limit a step behind the
@@ -57,34 +57,34 @@ async def test_a_full_queue_refuses_the_publish(settings_factory) -> None:
         with pytest.raises(QueueFull):
             for i in range(3):
                 await broker.publish_jobs([JobMessage(job_id=f"f{i:031x}", task="t", input={})])
-        assert 2 <= await queue_depth(settings) <= 3
+        assert 2 <= await queue_depth(settings, "t") <= 3
 
 
 async def test_changed_queue_arguments_are_a_clear_startup_error(settings_factory) -> None:
     settings = settings_factory(max_attempts=5)
-    async with Broker.open(settings):
+    async with Broker.open(settings, tasks=["t"]):
         pass
     changed = settings.model_copy(update={"max_attempts": 3})
     with pytest.raises(BrokerConfigError, match="FACTQ_NAMESPACE"):
-        async with Broker.open(changed):
+        async with Broker.open(changed, tasks=["t"]):
             pass
 
 
 async def test_a_dead_broker_is_unavailable() -> None:
     settings = make_settings(amqp_url="amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(BackendUnavailable):
-        async with Broker.open(settings):
+        async with Broker.open(settings, tasks=["t"]):
             pass
 
 
 async def test_the_delivery_limit_dead_letters_after_max_attempts(settings_factory) -> None:
     settings = settings_factory(max_attempts=3)
-    async with Broker.open(settings) as broker:
+    async with Broker.open(settings, tasks=["t"]) as broker:
         await broker.publish_jobs([JobMessage(job_id="c" * 32, task="t", input={})])
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
         async with connection:
             channel = await connection.channel()
-            queue = await channel.declare_queue(broker.names.jobs_queue, passive=True)
+            queue = await channel.declare_queue(broker.names.task_queue("t"), passive=True)
             deliveries = 0
             for _ in range(10):
                 got = await queue.get(timeout=5, fail=False)
@@ -171,7 +171,7 @@ async def relaying(settings: Settings) -> AsyncIterator[Relay]:
 async def answers(broker: Broker) -> bool:
     """Whether the broker answers now; its channels come back just after its connection."""
     try:
-        await asyncio.wait_for(broker.queue_stats(), 1)
+        await asyncio.wait_for(broker.queue_stats("t"), 1)
     except (BackendUnavailable, TimeoutError):
         return False
     return True
@@ -182,8 +182,8 @@ async def test_a_lost_connection_is_retried_each_interval_and_restored_promptly(
 ) -> None:
     async with relaying(settings) as relay:
         relayed = make_settings(namespace=settings.namespace, amqp_url=relay.url)
-        async with Broker.open(relayed, name="factq-test-reconnect") as broker:
-            await broker.queue_stats()
+        async with Broker.open(relayed, tasks=["t"], name="factq-test-reconnect") as broker:
+            await broker.queue_stats("t")
             relay.cut()
             # Two attempts refused in a row: the time between is the interval.
             await until(lambda: len(relay.refused_at) >= 2, timeout_s=15)

@@ -90,7 +90,21 @@ def test_task_modules_add_tasks() -> None:
     registry = TaskRegistry.from_settings(
         Settings(namespace="unit", task_modules=" tests.support.tasks , ")
     )
-    assert set(registry) == {"factorial", "record", "memo", "memo_fail", "crash", "steps", "fail"}
+    # The built-in task, the installed plugins' (embed, and the example
+    # plugin's shout), then the module's.
+    assert list(registry) == [
+        "factorial",
+        "embed",
+        "shout",
+        "record",
+        "memo",
+        "memo_fail",
+        "crash",
+        "steps",
+        "fail",
+        "tally",
+        "broken_model",
+    ]
 
 
 @pytest.mark.parametrize("module", ["no.such.module", "factq.state.keys"])

@@ -1,8 +1,10 @@
 """Publishing and consuming jobs on RabbitMQ (aio-pika).
 
-One robust connection per process. The jobs queue is a quorum queue declared
-with every argument it will ever need, because RabbitMQ refuses to change a
-queue's arguments later. aio-pika's errors become factq's here, at the edge.
+One robust connection per process. Each task has its own jobs queue, so that a
+worker takes only the jobs of the tasks it serves (`factq worker --tasks`);
+each is a quorum queue declared with every argument it will ever need, because
+RabbitMQ refuses to change a queue's arguments later. aio-pika's errors become
+factq's here, at the edge.
 """
 
 from __future__ import annotations
@@ -101,9 +103,9 @@ class QueueNames:
 
     namespace: str
 
-    @property
-    def jobs_queue(self) -> str:
-        return f"{self.namespace}.jobs"
+    def task_queue(self, task: str) -> str:
+        """The queue of one task's jobs."""
+        return f"{self.namespace}.jobs.{task}"
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -131,19 +133,25 @@ def jobs_queue_arguments(settings: Settings) -> dict[str, Any]:
 
 
 class Broker:
-    """The jobs queue and its dead-letter queue, over one robust connection."""
+    """The tasks' jobs queues and their dead-letter queue, over one robust connection."""
 
-    def __init__(self, connection: AbstractRobustConnection, settings: Settings) -> None:
+    def __init__(
+        self, connection: AbstractRobustConnection, settings: Settings, tasks: Sequence[str]
+    ) -> None:
         self._connection = connection
         self._settings = settings
+        self.tasks = tuple(tasks)
         self.names = QueueNames(settings.namespace)
         self._publish_channel: AbstractRobustChannel | None = None
         self._admin_channel: AbstractRobustChannel | None = None
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings, *, name: str = "factq") -> AsyncIterator[Broker]:
-        """Connect (failing fast if RabbitMQ is down), declare the queues, close on exit."""
+    async def open(
+        cls, settings: Settings, *, tasks: Sequence[str], name: str = "factq"
+    ) -> AsyncIterator[Broker]:
+        """Connect (failing fast if RabbitMQ is down), declare the queues of these
+        tasks and the dead-letter queue, close on exit."""
         try:
             connection = await aio_pika.connect_robust(
                 settings.amqp_url.get_secret_value(),
@@ -153,7 +161,7 @@ class Broker:
             )
         except (TimeoutError, AMQPError, OSError) as exc:
             raise BackendUnavailable(f"RabbitMQ is unavailable: {type(exc).__name__}") from exc
-        broker = cls(connection, settings)
+        broker = cls(connection, settings, tasks)
         try:
             await broker._declare()
             yield broker
@@ -172,16 +180,20 @@ class Broker:
                 self.names.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
             )
             await dead.bind(dlx)
-            await channel.declare_queue(
-                self.names.jobs_queue, durable=True, arguments=jobs_queue_arguments(self._settings)
-            )
         except ChannelPreconditionFailed as exc:
-            raise BrokerConfigError(
-                f"RabbitMQ already has queue {self.names.jobs_queue!r} with other arguments "
-                f"({exc}). A changed FACTQ_MAX_ATTEMPTS or FACTQ_QUEUE_MAX_LENGTH needs a new "
-                "FACTQ_NAMESPACE, or the old queues deleted once they are empty: "
-                f"rabbitmqctl delete_queue {self.names.jobs_queue}"
-            ) from None
+            raise BrokerConfigError(f"RabbitMQ refused the dead-letter queue: {exc}") from None
+        arguments = jobs_queue_arguments(self._settings)
+        for task in self.tasks:
+            queue_name = self.names.task_queue(task)
+            try:
+                await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+            except ChannelPreconditionFailed as exc:
+                raise BrokerConfigError(
+                    f"RabbitMQ already has queue {queue_name!r} with other arguments "
+                    f"({exc}). A changed FACTQ_MAX_ATTEMPTS or FACTQ_QUEUE_MAX_LENGTH needs a "
+                    "new FACTQ_NAMESPACE, or the old queues deleted once they are empty: "
+                    f"rabbitmqctl delete_queue {queue_name}"
+                ) from None
 
     async def _channel(self, *, on_return_raises: bool = False) -> AbstractRobustChannel:
         channel = await self._connection.channel(
@@ -203,7 +215,7 @@ class Broker:
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=message.job_id,
                 ),
-                routing_key=self.names.jobs_queue,
+                routing_key=self.names.task_queue(message.task),
                 mandatory=True,
                 timeout=PUBLISH_TIMEOUT_S,
             )
@@ -213,8 +225,7 @@ class Broker:
         except PublishError as exc:
             # Unroutable: the queue was deleted under us. Nothing was queued.
             raise BackendUnavailable(
-                f"the jobs queue {self.names.jobs_queue!r} does not exist; restart a worker "
-                "or the API to declare it"
+                "a jobs queue does not exist; restart a worker or the API to declare it"
             ) from exc
         except DeliveryError as exc:
             # A nack: with reject-publish overflow, the queue is at its maximum length.
@@ -222,21 +233,26 @@ class Broker:
         except (TimeoutError, AMQPError, ChannelInvalidStateError, OSError) as exc:
             raise BackendUnavailable("RabbitMQ is unavailable") from exc
 
-    async def queue_stats(self) -> QueueStats:
-        """Messages waiting in the jobs queue, and consumers on it."""
+    async def queue_stats(self, task: str) -> QueueStats:
+        """Messages waiting in a task's queue, and consumers on it."""
         assert self._admin_channel is not None
         try:
             # The raw channel: aio-pika's robust channel caches a declared
             # queue together with the counts of its first declaration.
             channel = await self._admin_channel.get_underlay_channel()
-            result = await channel.queue_declare(self.names.jobs_queue, passive=True)
+            result = await channel.queue_declare(self.names.task_queue(task), passive=True)
         except (TimeoutError, AMQPError, ChannelInvalidStateError, OSError) as exc:
             raise BackendUnavailable("RabbitMQ is unavailable") from exc
         return QueueStats(depth=result.message_count or 0, consumers=result.consumer_count or 0)
 
-    async def consume_jobs(self, handler: MessageHandler, *, prefetch: int) -> Consumer:
-        """Deliver jobs to handler, at most prefetch unacknowledged at once."""
-        return await self._consume(self.names.jobs_queue, handler, prefetch)
+    async def all_queue_stats(self) -> dict[str, QueueStats]:
+        """`queue_stats` of every task this broker declared, by task."""
+        stats = await asyncio.gather(*(self.queue_stats(task) for task in self.tasks))
+        return dict(zip(self.tasks, stats, strict=True))
+
+    async def consume_jobs(self, task: str, handler: MessageHandler, *, prefetch: int) -> Consumer:
+        """Deliver a task's jobs to handler, at most prefetch unacknowledged at once."""
+        return await self._consume(self.names.task_queue(task), handler, prefetch)
 
     async def consume_dead_letters(self, handler: MessageHandler) -> Consumer:
         """Deliver jobs that reached the delivery limit."""

@@ -5,13 +5,25 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How far below the broker's consumer timeout a job's time limit must stay.
 CONSUMER_TIMEOUT_MARGIN_S = 60.0
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class BatchSettings(BaseModel):
+    """How a worker gathers a batched task's jobs into one call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Items in one call (a job counts as many items as its task says it has);
+    # 1 turns batching off. None: the task's own default.
+    max_batch_size: int | None = Field(None, ge=1, le=4_096)
+    # How long the first job of a batch waits for others to join it.
+    max_batch_delay_ms: float | None = Field(None, ge=0, le=10_000)
 
 
 class Settings(BaseSettings):
@@ -29,6 +41,14 @@ class Settings(BaseSettings):
     max_n: int = Field(1_000_000, ge=0)
     max_batch: int = Field(1_000, ge=1)
     task_modules: str = ""
+    # The tasks a worker serves, comma-separated (`factq worker --tasks`); empty: all.
+    worker_tasks: str = ""
+    # Dynamic batching of a task that declares it, per task, over the task's own
+    # defaults, as JSON: {"embed": {"max_batch_size": 32, "max_batch_delay_ms": 5}}.
+    task_batching: dict[str, BatchSettings] = Field(default_factory=dict)
+    # The embed task's input: texts per job, and characters per text.
+    embed_max_texts: int = Field(64, ge=1, le=1_024)
+    embed_max_chars: int = Field(2_000, ge=1, le=100_000)
 
     # Job lifetime.
     max_attempts: int = Field(5, ge=1, le=1000)
@@ -118,6 +138,11 @@ class Settings(BaseSettings):
     def allowed_origin_list(self) -> list[str]:
         """Browser origins besides the page's own, from `allowed_origins`."""
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def worker_task_names(self) -> list[str]:
+        """The tasks a worker serves, from `worker_tasks` (empty: every task)."""
+        return [name.strip() for name in self.worker_tasks.split(",") if name.strip()]
 
     @property
     def task_module_names(self) -> list[str]:

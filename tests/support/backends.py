@@ -89,10 +89,11 @@ def _limiter_keys(settings: Settings, owners: Iterable[str]) -> Iterator[str]:
 async def delete_queues(settings: Settings) -> None:
     """Delete the namespace's RabbitMQ queues and exchange (its Redis keys stay)."""
     names = QueueNames(settings.namespace)
+    task_queues = [names.task_queue(task) for task in TaskRegistry.from_settings(settings)]
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         # A failed delete closes its channel, so each gets a fresh one.
-        for queue in (names.jobs_queue, names.dead_letter_queue):
+        for queue in (*task_queues, names.dead_letter_queue):
             channel = await connection.channel()
             with contextlib.suppress(AMQPError):
                 await channel.queue_delete(queue)
@@ -101,13 +102,21 @@ async def delete_queues(settings: Settings) -> None:
             await channel.exchange_delete(names.dead_letter_exchange)
 
 
-async def queue_depth(settings: Settings) -> int:
-    """Messages ready in the namespace's jobs queue."""
+async def queue_depth(settings: Settings, task: str | None = None) -> int:
+    """Messages ready in one task's queue, or in every task's together."""
+    names = QueueNames(settings.namespace)
+    tasks = [task] if task is not None else list(TaskRegistry.from_settings(settings))
+    depth = 0
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(QueueNames(settings.namespace).jobs_queue, passive=True)
-        return queue.declaration_result.message_count or 0
+        for each in tasks:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(names.task_queue(each), passive=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                continue  # never declared: nothing in it
+            depth += queue.declaration_result.message_count or 0
+    return depth
 
 
 async def queue_consumers(settings: Settings, queue_name: str) -> int:

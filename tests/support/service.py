@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -70,10 +71,21 @@ class Service:
         )
 
 
+def _served(readiness: dict[str, Any], tasks: list[str], consumers: int) -> bool:
+    queues = readiness["tasks"]
+    return all(queues[name]["consumers"] >= consumers for name in tasks or queues)
+
+
 def environment(settings: Settings) -> dict[str, str]:
     """This process's environment, with the settings the test chose as FACTQ_*."""
     env = dict(os.environ)
-    chosen = settings.model_fields_set | {"namespace", "task_modules", "redis_url", "amqp_url"}
+    chosen = settings.model_fields_set | {
+        "namespace",
+        "task_modules",
+        "worker_tasks",
+        "redis_url",
+        "amqp_url",
+    }
     for name in chosen:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
@@ -105,7 +117,7 @@ def running_service(
     try:
         for name, command in commands.items():
             service.start(name, command)
-        _wait_ready(service, consumers=workers)
+        _wait_ready(service, consumers=workers, tasks=settings.worker_task_names)
         yield service
     finally:
         for process in service.processes.values():
@@ -119,7 +131,11 @@ def running_service(
                 process.wait()
 
 
-def _wait_ready(service: Service, *, consumers: int, timeout_s: float = 30.0) -> None:
+def _wait_ready(
+    service: Service, *, consumers: int, tasks: list[str], timeout_s: float = 30.0
+) -> None:
+    """Until every API answers ready, with `consumers` workers on each task's
+    queue (of `tasks`, or of every task)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for name, process in service.processes.items():
@@ -127,7 +143,7 @@ def _wait_ready(service: Service, *, consumers: int, timeout_s: float = 30.0) ->
                 raise RuntimeError(f"{name} exited with {process.returncode}\n{service.log_text()}")
         try:
             answers = [httpx.get(f"{url}/readyz", timeout=2) for url in service.base_urls]
-            if all(r.status_code == 200 and r.json()["consumers"] >= consumers for r in answers):
+            if all(r.status_code == 200 and _served(r.json(), tasks, consumers) for r in answers):
                 return
         except httpx.HTTPError:
             pass

@@ -89,7 +89,10 @@ async def test_a_message_without_a_job_is_dropped(settings_factory, execution_lo
     # One pool process, so prefetch 1: RabbitMQ hands the worker the marker job
     # only once the message before it is settled.
     settings = settings_factory(concurrency=1)
-    async with api_client(settings) as client, Broker.open(settings, name="factq-test") as broker:
+    async with (
+        api_client(settings) as client,
+        Broker.open(settings, tasks=["record"], name="factq-test") as broker,
+    ):
         async with running_worker(settings):
             orphan = JobMessage(
                 job_id="e" * 32, task="record", input={"tag": "orphan", "log": execution_log}
@@ -98,7 +101,7 @@ async def test_a_message_without_a_job_is_dropped(settings_factory, execution_lo
             marker = await wait_for_job(
                 client, await submit(client, "record", tag="marker", log=execution_log)
             )
-            assert (await broker.queue_stats()).consumers == 1
+            assert (await broker.queue_stats("record")).consumers == 1
         # Taken, found without a job, and acknowledged: the worker's connection
         # is closed, and a message it still held would be back in the queue.
         assert await queue_depth(settings) == 0
@@ -112,7 +115,10 @@ async def test_a_redelivered_finished_job_is_not_run_again(
     # One pool process, so prefetch 1: RabbitMQ hands the worker the marker job
     # only once the redelivered copy before it is settled.
     settings = settings_factory(concurrency=1)
-    async with api_client(settings) as client, Broker.open(settings, name="factq-test") as broker:
+    async with (
+        api_client(settings) as client,
+        Broker.open(settings, tasks=["record"], name="factq-test") as broker,
+    ):
         async with running_worker(settings):
             job_id = await submit(client, "record", tag="once", log=execution_log)
             job = await wait_for_job(client, job_id)

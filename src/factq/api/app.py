@@ -62,7 +62,9 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             async with (
                 AsyncExitStack() as stack,
                 Store.open(settings) as store,
-                Broker.open(settings, name=f"factq-api-{settings.namespace}") as broker,
+                Broker.open(
+                    settings, tasks=list(tasks), name=f"factq-api-{settings.namespace}"
+                ) as broker,
                 EventHub.open(settings) as hub,
             ):
                 await store.ping()

@@ -1,20 +1,28 @@
 """The task registry: what factq can run, with each task's input model and limits.
 
-A task is a name, a pydantic model of its input, and a pure top-level function
-that the worker runs in its process pool (so it must be picklable and must do
-no I/O); it may also say how to take a result computed elsewhere
-(`from_upload`, as pure, run in a process of the API's). A module adds tasks
-by defining `factq_tasks(settings)`, which returns them; list such modules in
-`FACTQ_TASK_MODULES`. The built-in `factq.tasks.factorial` is always loaded.
+A task is a name, a pydantic model of its input, and a top-level function that
+the worker runs in its process pool (so it must be picklable and must do no
+I/O). It may declare what it needs of a worker: a `load()` run once in each
+pool process (a model's weights), whose value the function gets as `model`;
+the memory a pool process needs for it; and `batch`, to be called with several
+jobs' inputs at once. It may also say how to take a result computed elsewhere
+(`from_upload`, run in a process of the API's).
+
+A module adds tasks by defining `factq_tasks(settings)`, which returns them.
+factq finds such modules in two ways: installed packages name them under the
+`factq.tasks` entry-point group (`[project.entry-points."factq.tasks"]` in a
+pyproject.toml), and `FACTQ_TASK_MODULES` lists more. The built-in
+`factq.tasks.factorial` is always loaded.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -30,6 +38,7 @@ from factq.json_numbers import LongInteger
 from factq.settings import Settings
 
 BUILTIN_MODULES = ("factq.tasks.factorial",)
+ENTRY_POINT_GROUP = "factq.tasks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +57,41 @@ class ResultFormat:
     media_type: str = "text/plain; charset=utf-8"
 
 
+class BatchLimits(NamedTuple):
+    max_batch_size: int
+    max_batch_delay_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """A task whose function takes several jobs' inputs in one call.
+
+    The function is then `function(inputs, **extras)`: a list of inputs in, a
+    list of outputs out, in the same order; an item may be an exception
+    instead, which fails only its job. If the call raises, each input is run
+    again alone, so that only the job whose input fails, fails. The worker
+    gathers up to `max_batch_size` items, or what came within
+    `max_batch_delay_ms` of the first, whichever is first
+    (`FACTQ_TASK_BATCHING` overrides both per task).
+    """
+
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 5.0
+    # How many items one job's input counts for (its texts, say); 1 by default.
+    size: Callable[[dict[str, Any]], int] | None = None
+
+    def size_of(self, value: dict[str, Any]) -> int:
+        return 1 if self.size is None else max(1, self.size(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """A computation factq can run."""
 
     name: str
     description: str
-    function: Callable[..., TaskOutput]
+    # (inputs) -> list of outputs for a batched task; (**input) -> output otherwise.
+    function: Callable[..., Any]
     input_model: type[BaseModel]
     formats: tuple[ResultFormat, ...]
     limits: dict[str, Any] = field(default_factory=dict)
@@ -70,10 +107,34 @@ class Task:
     # summary and every format as `function` would give them. It runs in a
     # process of the API's, so, like `function`, it is top-level and does no I/O.
     from_upload: Callable[[bytes], TaskOutput] | None = None
+    # The model of the summary in the job's `result` (listed by GET /v1/tasks).
+    output_model: type[BaseModel] | None = None
+    # Run once in each pool process before it takes a job of this task (and
+    # again in a process that replaces one); the function gets its value as
+    # `model`. A worker whose load fails serves none of the task's jobs.
+    load: Callable[[], Any] | None = None
+    # Memory one pool process needs for this task (its model), in MiB: a worker
+    # without that much available for each process does not serve the task.
+    memory_mib: int = 0
+    # Set: the function takes a list of inputs (see `Batching`).
+    batch: Batching | None = None
 
     def __post_init__(self) -> None:
         if not self.formats:
             raise ValueError(f"task {self.name!r} declares no result format")
+
+    def batch_limits(self, settings: Settings) -> BatchLimits | None:
+        """How a worker batches this task, its own defaults under the
+        deployment's `FACTQ_TASK_BATCHING`; None for a task that takes one input."""
+        if self.batch is None:
+            return None
+        chosen = settings.task_batching.get(self.name)
+        size = None if chosen is None else chosen.max_batch_size
+        delay = None if chosen is None else chosen.max_batch_delay_ms
+        return BatchLimits(
+            max_batch_size=self.batch.max_batch_size if size is None else size,
+            max_batch_delay_ms=self.batch.max_batch_delay_ms if delay is None else delay,
+        )
 
     @property
     def default_format(self) -> ResultFormat:
@@ -121,9 +182,12 @@ class TaskRegistry(Mapping[str, Task]):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TaskRegistry:
-        """The built-in tasks plus those of every module in `FACTQ_TASK_MODULES`."""
+        """The built-in tasks, those of installed plugins (the `factq.tasks`
+        entry points) and those of every module in `FACTQ_TASK_MODULES`."""
         tasks: list[Task] = []
-        module_names = (*BUILTIN_MODULES, *settings.task_module_names)
+        module_names = list(
+            dict.fromkeys((*BUILTIN_MODULES, *plugin_modules(), *settings.task_module_names))
+        )
         for module_name in module_names:
             try:
                 module = importlib.import_module(module_name)
@@ -134,6 +198,18 @@ class TaskRegistry(Mapping[str, Task]):
                 raise FactqError(f"task module {module_name!r} defines no factq_tasks(settings)")
             tasks.extend(provider(settings))
         return cls(tasks, module_names)
+
+    def served(self, names: Sequence[str]) -> list[Task]:
+        """The tasks a worker told to serve `names` serves (all, for none)."""
+        if not names:
+            return list(self._tasks.values())
+        unknown = [name for name in names if name not in self._tasks]
+        if unknown:
+            known = ", ".join(sorted(self._tasks))
+            raise UnknownTask(
+                f"unknown task {unknown[0]!r} in the worker's tasks; this deployment runs: {known}"
+            )
+        return [self._tasks[name] for name in dict.fromkeys(names)]
 
     def get_task(self, name: str) -> Task:
         try:
@@ -150,6 +226,14 @@ class TaskRegistry(Mapping[str, Task]):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def plugin_modules() -> list[str]:
+    """The task modules installed packages name under the `factq.tasks` entry points."""
+    return [
+        entry_point.module
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    ]
 
 
 def _long_integer(value: Any) -> LongInteger | None:

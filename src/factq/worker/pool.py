@@ -26,7 +26,7 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
@@ -38,13 +38,16 @@ from factq.worker.progress import ProgressReporter
 logger = logging.getLogger(__name__)
 
 # A process that has not said it is ready (its task modules imported, its
-# Redis client made) within this long is ended, and the pool start fails.
-START_TIMEOUT_S: Final = 60.0
+# models loaded, its Redis client made) within this long is ended, and the
+# pool start fails.
+START_TIMEOUT_S: Final = 300.0
 # How long an ended process may take to be reaped before it is left to init.
 EXIT_WAIT_S: Final = 5.0
 # Each message: its length (as multiprocessing.Connection frames it), then a pickle.
 _LENGTH: Final = struct.Struct("!i")
 _LONG_LENGTH: Final = struct.Struct("!Q")
+# Set in each pool process, unless set already, to its share of the cores.
+THREAD_VARIABLES: Final = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class TaskTimedOut(Exception):
@@ -53,6 +56,14 @@ class TaskTimedOut(Exception):
 
 class PoolProcessLost(Exception):
     """The task's pool process died (killed, out of memory, a crash in C code)."""
+
+
+class TaskNotLoaded(Exception):
+    """A pool process could not load the model of a task: the reason, by task."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {why}" for name, why in failures.items()))
+        self.failures = dict(failures)
 
 
 class TaskFailed(Exception):
@@ -65,36 +76,62 @@ class TaskFailed(Exception):
 
 
 # Set in each pool process as it starts; the only process-wide state, since a
-# pool process serves one job at a time for its whole life.
+# pool process serves one job (or one batch) at a time for its whole life.
 _reporter: ProgressReporter | None = None
+# The value of each task's `load()`, by task name, made as the process starts.
+_models: dict[str, Any] = {}
+
+# What the worker sends: the function, the task whose model it gets (if any),
+# its input (a list of inputs for a batch), the job ids, and whether batched.
+Request = tuple[Callable[..., Any], str | None, Any, tuple[str, ...], bool]
 
 
 def _serve(
     connection: Connection,
     modules: Sequence[str],
+    loads: Mapping[str, Callable[[], Any]],
+    threads: int,
     redis_url: str,
     namespace: str,
     worker_pid: int,
 ) -> None:
-    """A pool process: start, say so, then run each task sent until the worker
-    closes its end."""
+    """A pool process: start, load each task's model, say which could not
+    load, then run each task sent until the worker closes its end."""
     global _reporter
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which ends us
     _die_with(worker_pid)
+    # The cores are shared among the pool's processes: a numeric library that
+    # reads these (PyTorch, OpenBLAS) starts no more threads than its share.
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, str(threads))
     for module in modules:
         importlib.import_module(module)
+    failures: dict[str, str] = {}
+    for task_name, load in loads.items():
+        try:
+            _models[task_name] = load()
+        except Exception as exc:
+            failures[task_name] = _describe(exc)
     _reporter = ProgressReporter(redis_url, namespace)
-    connection.send_bytes(b"")
+    connection.send_bytes(pickle.dumps(failures))
     while True:
         try:
-            function, kwargs, job_id = pickle.loads(connection.recv_bytes())
+            request: Request = pickle.loads(connection.recv_bytes())
         except EOFError:
             return
         try:
-            reply = pickle.dumps((True, _run_task(function, kwargs, job_id)), protocol=5)
+            reply = pickle.dumps((True, _run(*request)), protocol=5)
         except Exception as exc:  # the task's failure, or an output that does not pickle
-            reply = pickle.dumps((False, (type(exc).__name__, str(exc) or type(exc).__name__)))
+            reply = pickle.dumps((False, _failure(exc)))
         connection.send_bytes(reply)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, str(exc) or type(exc).__name__
 
 
 def _die_with(worker_pid: int) -> None:
@@ -122,13 +159,42 @@ def _die_with(worker_pid: int) -> None:
     threading.Thread(target=wait_for_worker_exit, name="factq-die-with-worker", daemon=True).start()
 
 
-def _run_task(
-    function: Callable[..., TaskOutput], kwargs: dict[str, Any], job_id: str
-) -> TaskOutput:
-    """Call the task function in the pool process, with `report` when it takes one."""
+def _run(
+    function: Callable[..., Any],
+    model_of: str | None,
+    payload: Any,
+    job_ids: tuple[str, ...],
+    batched: bool,
+) -> Any:
+    """Call the task function in the pool process, with `report` when it takes
+    one and `model` when its task loads one."""
+    extras: dict[str, Any] = {}
     if _reporter is not None and "report" in inspect.signature(function).parameters:
-        kwargs = {**kwargs, "report": _reporter.for_job(job_id)}
-    return function(**kwargs)
+        extras["report"] = _reporter.for_jobs(job_ids)
+    if model_of is not None:
+        extras["model"] = _models[model_of]
+    if not batched:
+        return function(**payload, **extras)
+    return _run_batch(function, payload, extras)
+
+
+def _run_batch(
+    function: Callable[..., Any], inputs: list[dict[str, Any]], extras: dict[str, Any]
+) -> list[tuple[bool, Any]]:
+    """Each input's (ok, output) or (False, failure): one call for them all; if
+    that call fails, one call for each, so that only a failing input fails."""
+    try:
+        outputs = list(function(inputs, **extras))
+        if len(outputs) != len(inputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(inputs)} inputs")
+    except Exception as exc:
+        if len(inputs) == 1:
+            return [(False, _failure(exc))]
+        return [_run_batch(function, [one], extras)[0] for one in inputs]
+    return [
+        (False, _failure(output)) if isinstance(output, BaseException) else (True, output)
+        for output in outputs
+    ]
 
 
 class _Lost(Exception):
@@ -170,10 +236,17 @@ class _Process:
         started = cls(process, reader, writer)
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                await started._receive()
+                failures: dict[str, str] = pickle.loads(await started._receive())
+        except _Lost:
+            code = await started.exit_code()
+            await started.end()
+            raise PoolProcessLost(f"a pool process died as it started (exit code {code})") from None
         except BaseException:
             await started.end()
             raise
+        if failures:
+            await started.end()
+            raise TaskNotLoaded(failures)
         return started
 
     async def call(self, request: bytes) -> Any:
@@ -234,9 +307,16 @@ class _Process:
 
 
 class TaskPool:
-    """A fixed number of processes; `run` awaits one task function's output."""
+    """A fixed number of processes; `run` awaits one task function's output,
+    `run_batch` one output (or failure) for each of several inputs."""
 
-    def __init__(self, settings: Settings, *, preload: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        preload: Sequence[str] = (),
+        loads: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> None:
         self.processes = settings.concurrency
         # forkserver: pool processes never inherit the event loop's sockets,
         # and a replacement starts in milliseconds. It imports this module and
@@ -244,12 +324,9 @@ class TaskPool:
         # those pages instead of importing them into memory of its own.
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([__name__, *preload])
-        self._initargs = (
-            tuple(preload),
-            settings.redis_url.get_secret_value(),
-            settings.namespace,
-            os.getpid(),
-        )
+        self._preload = tuple(preload)
+        self._loads = dict(loads or {})
+        self._settings = settings
         self._idle: asyncio.Queue[_Process] = asyncio.Queue()
         self._all: set[_Process] = set()
         self._replacing: set[asyncio.Task[None]] = set()
@@ -265,10 +342,31 @@ class TaskPool:
         """Processes free for a task now."""
         return self._idle.qsize()
 
-    async def start(self) -> None:
-        """Start the processes now, so that the first job does not pay for it."""
-        for _ in range(self.processes):
+    @property
+    def loaded(self) -> set[str]:
+        """The tasks whose model every process has loaded."""
+        return set(self._loads)
+
+    async def start(self) -> dict[str, str]:
+        """Start the processes now, so that the first job does not pay for it.
+
+        Each loads the model of every task given in `loads`; a task whose load
+        fails is left out (its reason returned, by task name), and no process
+        of this pool loads it again.
+        """
+        failed: dict[str, str] = {}
+        while True:
+            try:
+                await self._add()
+                break
+            except TaskNotLoaded as exc:
+                failed.update(exc.failures)
+                self._loads = {
+                    name: load for name, load in self._loads.items() if name not in exc.failures
+                }
+        for _ in range(self.processes - 1):
             await self._add()
+        return failed
 
     async def run(
         self,
@@ -277,13 +375,38 @@ class TaskPool:
         *,
         job_id: str,
         timeout_s: float,
+        model_of: str | None = None,
     ) -> TaskOutput:
         """Run function(**kwargs) in a pool process; cancelling this ends that process."""
-        request = pickle.dumps((function, kwargs, job_id), protocol=5)
+        ok, value = await self._call((function, model_of, kwargs, (job_id,), False), timeout_s)
+        if not ok:
+            raise TaskFailed(*value)
+        output: TaskOutput = value
+        return output
+
+    async def run_batch(
+        self,
+        function: Callable[..., Any],
+        inputs: list[dict[str, Any]],
+        *,
+        job_ids: Sequence[str],
+        timeout_s: float,
+        model_of: str | None = None,
+    ) -> list[TaskOutput | TaskFailed]:
+        """Run function(inputs) in one pool process: each input's output, or its
+        `TaskFailed`. Cancelling this ends that process."""
+        request: Request = (function, model_of, inputs, tuple(job_ids), True)
+        ok, value = await self._call(request, timeout_s)
+        if not ok:  # the outputs did not pickle
+            return [TaskFailed(*value) for _ in inputs]
+        return [output if item_ok else TaskFailed(*output) for item_ok, output in value]
+
+    async def _call(self, request: Request, timeout_s: float) -> tuple[bool, Any]:
+        message = pickle.dumps(request, protocol=5)
         process = await self._idle.get()
         try:
             async with asyncio.timeout(timeout_s):
-                ok, value = await process.call(request)
+                reply: tuple[bool, Any] = await process.call(message)
         except TimeoutError:
             self._replace(process)
             raise TaskTimedOut(f"ran past its time limit of {timeout_s:g} s") from None
@@ -296,10 +419,7 @@ class TaskPool:
             self._replace(process)
             raise
         self._idle.put_nowait(process)
-        if not ok:
-            raise TaskFailed(*value)
-        output: TaskOutput = value
-        return output
+        return reply
 
     async def close(self) -> None:
         """End every process; tasks still running are abandoned."""
@@ -309,7 +429,16 @@ class TaskPool:
         self._all.clear()
 
     async def _add(self) -> None:
-        process = await _Process.start(self._context, self._initargs)
+        settings = self._settings
+        initargs = (
+            self._preload,
+            self._loads,
+            max(1, (os.cpu_count() or 1) // self.processes),
+            settings.redis_url.get_secret_value(),
+            settings.namespace,
+            os.getpid(),
+        )
+        process = await _Process.start(self._context, initargs)
         if self._closed:
             await process.end()
             return

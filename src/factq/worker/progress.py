@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import redis
@@ -35,6 +35,19 @@ class ProgressReporter:
         self._redis = connect_blocking(redis_url, timeout_s=REPORT_TIMEOUT_S)
         self._script = self._redis.register_script(lua.script("progress"))
         self._keys = Keys(namespace)
+
+    def for_jobs(self, job_ids: Sequence[str]) -> Report:
+        """The callable for a call that runs these jobs together (a batch):
+        each gets the same progress."""
+        if len(job_ids) == 1:
+            return self.for_job(job_ids[0])
+        reports = [self.for_job(job_id) for job_id in job_ids]
+
+        def report(fraction: float) -> None:
+            for each in reports:
+                each(fraction)
+
+        return report
 
     def for_job(self, job_id: str, min_interval_s: float = MIN_INTERVAL_S) -> Report:
         keys = [self._keys.job(job_id), self._keys.events(job_id)]

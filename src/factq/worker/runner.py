@@ -3,6 +3,12 @@
 The acknowledgement always comes after the outcome is stored: a worker that
 dies at any point leaves the message to be redelivered, and the state-change
 scripts make sure a job still ends exactly once.
+
+A worker serves the tasks it is told to (`factq worker --tasks`, else all),
+consuming each one's queue once every pool process has loaded the task's
+model; a task whose model cannot load is left out, with the reason logged. A
+batched task's jobs run together (`factq.worker.batching`), each still ending
+on its own.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from pydantic import ValidationError
 
 from factq.aio import cancel_and_wait
 from factq.broker import Broker, Consumer, JobMessage, Settlement, settle
-from factq.errors import BackendUnavailable, UnknownTask
-from factq.schema import JobError
+from factq.errors import BackendUnavailable, FactqError, JobNotFound, QueueFull, UnknownTask
+from factq.schema import JobError, JobStatus
 from factq.settings import Settings
 from factq.state.computations import Computation
 from factq.state.records import Outcome
 from factq.state.store import Store
-from factq.tasks import TaskOutput, TaskRegistry
+from factq.tasks import Task, TaskOutput, TaskRegistry
+from factq.worker.batching import Batcher, NotStarted
 from factq.worker.cancels import CancelAsked, CancelWatcher, HeldJob
 from factq.worker.pool import PoolProcessLost, TaskFailed, TaskPool, TaskTimedOut
 from factq.worker.retry import retry_backend
@@ -47,11 +54,13 @@ DEAD_LETTER_RETRY_S: Final = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """What a worker runs jobs with, connected and started together."""
+    """What a worker runs jobs with, connected and started together: the
+    tasks it serves, their models loaded in every pool process."""
 
     store: Store
     broker: Broker
     pool: TaskPool
+    tasks: tuple[Task, ...]
 
 
 class Worker:
@@ -88,13 +97,51 @@ class Worker:
         await store.ping()
         for warning in await store.durability_warnings():
             logger.warning("%s", warning)
-        broker = await self._stack.enter_async_context(
-            Broker.open(settings, name=f"factq-worker-{settings.namespace}")
+        tasks = self._tasks_that_fit(self.registry.served(settings.worker_task_names))
+        pool = TaskPool(
+            settings,
+            preload=self.registry.modules,
+            loads={task.name: task.load for task in tasks if task.load is not None},
         )
-        pool = TaskPool(settings, preload=self.registry.modules)
         self._stack.push_async_callback(pool.close)
-        await pool.start()
-        return Connected(store, broker, pool)
+        not_loaded = await pool.start()
+        for name, why in not_loaded.items():
+            logger.error("task %s: its model did not load (%s); taking none of its jobs", name, why)
+        tasks = [task for task in tasks if task.name not in not_loaded]
+        if not tasks:
+            raise FactqError("no task to serve: see above for why each was left out")
+        broker = await self._stack.enter_async_context(
+            Broker.open(
+                settings,
+                tasks=[task.name for task in tasks],
+                name=f"factq-worker-{settings.namespace}",
+            )
+        )
+        return Connected(store, broker, pool, tuple(tasks))
+
+    def _tasks_that_fit(self, tasks: list[Task]) -> list[Task]:
+        """The tasks whose pool processes fit in the memory available now."""
+        available = available_memory_mib()
+        processes = self.settings.concurrency
+        if available is None:
+            return tasks
+        needed = sum(task.memory_mib for task in tasks)
+        fitting = []
+        for task in tasks:
+            if task.memory_mib and needed * processes > available:
+                logger.error(
+                    "task %s: needs %d MiB in each of %d pool processes, %d MiB available "
+                    "(fewer processes, or fewer tasks per worker with --tasks); "
+                    "taking none of its jobs",
+                    task.name,
+                    task.memory_mib,
+                    processes,
+                    available,
+                )
+                needed -= task.memory_mib
+                continue
+            fitting.append(task)
+        return fitting
 
     def stop(self) -> None:
         """Ask `run` to return once the jobs in hand are done (signal-handler safe)."""
@@ -120,6 +167,7 @@ class JobRunner:
         self._store = connected.store
         self._broker = connected.broker
         self._pool = connected.pool
+        self._tasks = connected.tasks
         self._registry = registry
         self._settings = settings
         self._should_exit = should_exit
@@ -128,6 +176,30 @@ class JobRunner:
         # free for it; the prefetched ones wait here, still queued.
         self._slots = asyncio.Semaphore(self._pool.processes)
         self._sharing = SharedComputations(self._store, registry, settings, should_exit)
+        self._batchers: dict[str, Batcher] = {}
+        for task in self._tasks:
+            limits = task.batch_limits(settings)
+            if limits is not None:
+                self._batchers[task.name] = Batcher(
+                    task,
+                    limits,
+                    store=self._store,
+                    pool=self._pool,
+                    slots=self._slots,
+                    timeout_s=settings.job_timeout_s,
+                    should_exit=should_exit,
+                )
+
+    def _prefetch(self, task: Task) -> int:
+        """Messages held of a task's queue: enough for every process to have its
+        next job at hand, and for a batched task, for each process's next batch
+        to fill while the current ones run."""
+        processes = self._pool.processes
+        held = processes * self._settings.prefetch_per_process
+        limits = task.batch_limits(self._settings)
+        if limits is not None:
+            held = max(held, limits.max_batch_size * (processes + 1))
+        return held
 
     async def run(self) -> None:
         # Listen for cancels before taking jobs, so that none is missed.
@@ -138,24 +210,34 @@ class JobRunner:
         except TimeoutError:
             watcher.cancel()
             raise BackendUnavailable("cannot subscribe to the control channel on Redis") from None
+        gathering = {asyncio.create_task(batcher.gather()) for batcher in self._batchers.values()}
         consumers: list[Consumer] = [
-            await self._broker.consume_jobs(
-                self._on_job, prefetch=self._pool.processes * self._settings.prefetch_per_process
-            ),
-            await self._broker.consume_dead_letters(self._on_dead_letter),
+            await self._broker.consume_jobs(task.name, self._on_job, prefetch=self._prefetch(task))
+            for task in self._tasks
         ]
+        consumers.append(await self._broker.consume_dead_letters(self._on_dead_letter))
         webhooks = asyncio.create_task(
             WebhookSender(self._store, self._settings).run(self._should_exit)
         )
         logger.info(
-            "consuming %s with %d processes", self._broker.names.jobs_queue, self._pool.processes
+            "serving %s with %d processes",
+            ", ".join(
+                task.name
+                + (
+                    ""
+                    if (limits := task.batch_limits(self._settings)) is None
+                    else f" (batches of up to {limits.max_batch_size})"
+                )
+                for task in self._tasks
+            ),
+            self._pool.processes,
         )
         await self._should_exit.wait()
         logger.info("worker stopping: %d jobs in hand", len(self._running))
         for consumer in consumers:
             await consumer.cancel()
         await self._drain()
-        await cancel_and_wait({watcher})
+        await cancel_and_wait({watcher, *gathering})
         try:
             await asyncio.wait_for(webhooks, self._settings.webhook_timeout_s + 5)
         except TimeoutError:
@@ -221,6 +303,10 @@ class JobRunner:
     async def _process(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
     ) -> None:
+        batcher = self._batchers.get(job.task)
+        if batcher is not None:
+            await self._process_batched(batcher, job, message, cancel)
+            return
         store, stop = self._store, self._should_exit
         async with self._slots:
             if stop.is_set():
@@ -245,6 +331,22 @@ class JobRunner:
         finally:
             if shared is not None:
                 await self._sharing.release(shared, job.job_id)
+        await settle(message, settlement)
+
+    async def _process_batched(
+        self,
+        batcher: Batcher,
+        job: JobMessage,
+        message: AbstractIncomingMessage,
+        cancel: asyncio.Event,
+    ) -> None:
+        """A batched job: run with others, then ended on its own. Its stored
+        outcome answers identical jobs later, as any deterministic job's does."""
+        attempt = await batcher.run(job, cancel)
+        if isinstance(attempt, NotStarted):
+            await settle(message, attempt.settlement)
+            return
+        settlement = await self._end(job, self._sharing.of(job), attempt)
         await settle(message, settlement)
 
     async def _attempt(
@@ -293,7 +395,11 @@ class JobRunner:
         task = self._registry.get_task(job.task)
         run = asyncio.create_task(
             self._pool.run(
-                task.function, job.input, job_id=job.job_id, timeout_s=self._settings.job_timeout_s
+                task.function,
+                job.input,
+                job_id=job.job_id,
+                timeout_s=self._settings.job_timeout_s,
+                model_of=task.name if task.load is not None else None,
             )
         )
         asked = asyncio.create_task(cancel.wait())
@@ -310,7 +416,14 @@ class JobRunner:
         return run.result()
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        """A job delivered max_attempts times without finishing: fail it, once."""
+        """A job RabbitMQ delivered max_attempts times: fail it, once; unless it
+        started fewer times than that, and goes back to its queue.
+
+        RabbitMQ counts every return of a message toward the delivery limit,
+        also of one a worker held but never started: a worker killed while it
+        held a batch's jobs, or one that stopped, returns them all. The job's
+        record counts the runs that started (`attempts`), and only those fail it.
+        """
         store = self._store
         try:
             job = JobMessage.model_validate_json(message.body)
@@ -318,6 +431,11 @@ class JobRunner:
             await settle(message, "ack")
             return
         try:
+            if await self._started_too_few_times(job):
+                await self._broker.publish_jobs([job])
+                logger.info("job %s reached the delivery limit unstarted; queued again", job.job_id)
+                await settle(message, "ack")
+                return
             lost = await store.runs.was_last_attempt_lost(job.job_id)
             error = (
                 JobError(type="worker_lost", message="its pool process died on its last attempt")
@@ -328,11 +446,31 @@ class JobRunner:
                 )
             )
             await store.runs.mark_failed(job.job_id, error)
-        except BackendUnavailable:
+        except (BackendUnavailable, QueueFull):
             await asyncio.sleep(DEAD_LETTER_RETRY_S)
             await settle(message, "requeue")
             return
         await settle(message, "ack")
+
+    async def _started_too_few_times(self, job: JobMessage) -> bool:
+        try:
+            record = await self._store.jobs.get(job.job_id)
+        except JobNotFound:
+            return False
+        terminal = record.status not in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return not terminal and record.attempts < self._settings.max_attempts
+
+
+def available_memory_mib() -> int | None:
+    """Memory available for new processes (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
 
 
 def _job_error(exc: Exception) -> JobError:
