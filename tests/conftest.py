@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -32,22 +33,24 @@ TEST_TASKS = "tests.support.tasks"
 # What a test's worker serves unless the test says otherwise: every task but
 # the models, whose loading takes seconds a worker start should not pay.
 MODEL_TASKS = frozenset({"embed", "broken_model"})
-WORKER_TASKS = ",".join(
-    name
-    for name in TaskRegistry.from_settings(Settings(task_modules=TEST_TASKS))
-    if name not in MODEL_TASKS
-)
+
+
+@functools.cache
+def worker_tasks(task_modules: str) -> str:
+    """Every task of a deployment with these task modules, but the models."""
+    registry = TaskRegistry.from_settings(Settings(task_modules=task_modules))
+    return ",".join(name for name in registry if name not in MODEL_TASKS)
 
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "namespace": f"test-{uuid4().hex[:12]}",
         "task_modules": TEST_TASKS,
-        "worker_tasks": WORKER_TASKS,
         "concurrency": 2,
         "shutdown_grace_s": 5.0,
     }
     values.update(overrides)
+    values.setdefault("worker_tasks", worker_tasks(values["task_modules"]))
     settings = Settings(**values)
     secrets_watch.remember(settings)
     return settings

@@ -196,7 +196,12 @@ async def test_health_readiness_and_docs(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"redis": "ok", "rabbitmq": "ok", "queue_depth": 0, "consumers": 0}
+    readiness = ready.json()
+    tasks = readiness.pop("tasks")
+    assert readiness == {"redis": "ok", "rabbitmq": "ok", "queue_depth": 0, "consumers": 0}
+    # Each task's own queue, none served: no worker runs in this test.
+    assert tasks["factorial"] == {"queue_depth": 0, "consumers": 0}
+    assert set(tasks) == {task["name"] for task in (await client.get("/v1/tasks")).json()["tasks"]}
     assert (await client.get("/docs")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
     assert {"/v1/jobs", "/v1/jobs/batch", "/factorial"} <= set(schema["paths"])
@@ -237,4 +242,8 @@ async def test_the_openapi_document_describes_this_deployments_tasks(
         for p in schema["paths"]["/v1/jobs/{job_id}/result"]["get"]["parameters"]
         if p["name"] == "format"
     ]
-    assert fmt["schema"]["enum"] == ["decimal", "hex", "text"]
+    formats = {
+        f.name for task in TaskRegistry.from_settings(settings).values() for f in task.formats
+    }
+    assert fmt["schema"]["enum"] == sorted(formats)
+    assert {"decimal", "hex", "json", "f32", "text"} <= formats

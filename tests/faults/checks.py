@@ -37,8 +37,9 @@ OUTLIVES_RESTART_S = 1.0
 async def wait_for_recovery(
     http: httpx.AsyncClient, settings: Settings, redis_url: str, service: Service, chaos: Chaos
 ) -> None:
-    """Every live worker consumes both queues and listens for cancels again, and the
-    API's event hub listens again: nothing stayed wedged after a reconnect."""
+    """Every live worker consumes its tasks' queues and the dead letters and listens
+    for cancels again, and the API's event hub listens again: nothing stayed
+    wedged after a reconnect."""
     names = Keys(settings.namespace)
     workers = sum(
         1
@@ -64,7 +65,11 @@ async def wait_for_recovery(
             state = {
                 "redis": ready["redis"],
                 "rabbitmq": ready["rabbitmq"],
-                "job consumers": ready["consumers"],
+                # Each served task's queue, the fewest: a worker consumes each.
+                "job consumers": min(
+                    ready["tasks"][task]["consumers"]
+                    for task in settings.worker_task_names or ready["tasks"]
+                ),
                 "dead-letter consumers": await queue_consumers(
                     settings, QueueNames(settings.namespace).dead_letter_queue
                 ),

@@ -290,7 +290,7 @@ async def get_result(
         )
     require_succeeded(job)
     size = await store.results.size(job.id, result_format.name)
-    filename = f"{job.task}-{job.id}-{result_format.name}.txt"
+    filename = f"{job.task}-{job.id}-{result_format.name}.{result_format.extension}"
     return StreamingResponse(
         store.results.chunks(job.id, result_format.name, size),
         media_type=result_format.media_type,

@@ -55,6 +55,8 @@ class ResultFormat:
 
     name: str
     media_type: str = "text/plain; charset=utf-8"
+    # The download's file name ends with it.
+    extension: str = "txt"
 
 
 class BatchLimits(NamedTuple):

@@ -150,8 +150,8 @@ def factq_tasks(settings: Settings) -> list[Task]:
             input_model=embed_input(settings.embed_max_texts, settings.embed_max_chars),
             output_model=EmbedSummary,
             formats=(
-                ResultFormat("json", "application/json"),
-                ResultFormat("f32", "application/octet-stream"),
+                ResultFormat("json", "application/json", "json"),
+                ResultFormat("f32", "application/octet-stream", "f32"),
             ),
             limits={"max_texts": settings.embed_max_texts, "max_chars": settings.embed_max_chars},
             deterministic=True,
