@@ -120,6 +120,11 @@ class Task:
     memory_mib: int = 0
     # Set: the function takes a list of inputs (see `Batching`).
     batch: Batching | None = None
+    # Modules `load` imports that a worker serving the task imports once, in the
+    # process its pool processes are forked from: each then starts with them
+    # (a replacement after a cancel loads in a second, not in several), and
+    # their pages are shared. Only modules safe to fork after import.
+    preload: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.formats:

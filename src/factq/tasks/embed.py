@@ -159,5 +159,6 @@ def factq_tasks(settings: Settings) -> list[Task]:
             load=load_model,
             memory_mib=MEMORY_MIB,
             batch=Batching(max_batch_size=32, max_batch_delay_ms=5.0, size=size),
+            preload=("torch", "sentence_transformers"),
         )
     ]

@@ -98,9 +98,10 @@ class Worker:
         for warning in await store.durability_warnings():
             logger.warning("%s", warning)
         tasks = self._tasks_that_fit(self.registry.served(settings.worker_task_names))
+        preload = [*self.registry.modules, *(m for task in tasks for m in task.preload)]
         pool = TaskPool(
             settings,
-            preload=self.registry.modules,
+            preload=list(dict.fromkeys(preload)),
             loads={task.name: task.load for task in tasks if task.load is not None},
         )
         self._stack.push_async_callback(pool.close)
