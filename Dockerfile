@@ -4,6 +4,12 @@
 #   docker run --rm -p 8000:8000 -e FACTQ_REDIS_URL=... -e FACTQ_AMQP_URL=... factq
 #   docker run --rm -e FACTQ_REDIS_URL=... -e FACTQ_AMQP_URL=... factq worker
 #
+# With the embed task (PyTorch's CPU build from its own wheel index; a plain
+# `torch` from PyPI on amd64 is a CUDA build of several GB):
+#   docker build --build-arg EXTRAS=embed \
+#     --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu -t factq:embed .
+#   docker run ... factq:embed worker --tasks embed
+#
 # Settings come from FACTQ_* environment variables (see factq/settings.py).
 # No HEALTHCHECK here: the worker shares this image and serves no HTTP, so the
 # API's health check lives in compose.yaml (GET /readyz on the api service).
@@ -12,6 +18,11 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: resolve and install everything into a self-contained venv ----
 FROM ${PYTHON_IMAGE} AS builder
+
+# Optional extras to install, comma-separated (`embed`); and where pip may
+# find wheels besides PyPI (PyTorch's CPU index, for the embed extra).
+ARG EXTRAS=""
+ARG PIP_EXTRA_INDEX_URL=""
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -29,7 +40,7 @@ COPY pyproject.toml README.md* ./
 COPY src ./src
 # Smoke test: the entry point runs, gmpy2 came as a working wheel, and the
 # Lua scripts (package data) were installed.
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+RUN /opt/venv/bin/pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
     && /opt/venv/bin/factq --help > /dev/null \
     && /opt/venv/bin/python -c "import gmpy2, importlib.resources as r; \
 assert r.files('factq').joinpath('lua/prelude.lua').is_file()"
