@@ -30,6 +30,7 @@ class Sizes:
     batches: int = 5  # W2's batches of 1,000
     small_reps: int = 7  # factorial(150000) alone, in F4 and W6
     big_reps: int = 3  # factorial(1000000), in F4 and W6, and the progress-report cost
+    texts: int = 500  # F5's texts, and W7's one-text jobs in each of its two runs
     floor_timeout_s: float = 120.0
     shared_redis: bool = False  # W5 on the shared Redis rather than a redis-server of its own
     only: str = ""  # comma-separated keys (F1, W3, ...): run just those
@@ -47,6 +48,7 @@ QUICK: Final = Sizes(
     batches=2,
     small_reps=3,
     big_reps=1,
+    texts=100,
 )
 
 

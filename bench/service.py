@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,16 @@ def bench_settings(**overrides: Any) -> Settings:
 
 
 @contextmanager
-def factq_service(*, workers: int = 1, **overrides: Any) -> Iterator[tuple[Service, Settings]]:
-    """Start the API and `workers` workers; on exit stop them and delete the namespace."""
+def factq_service(
+    *, workers: int = 1, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Iterator[tuple[Service, Settings]]:
+    """Start the API and `workers` workers; on exit stop them and delete the namespace.
+    `environ`: more variables for their processes (FACTQ_TASK_BATCHING, say)."""
     settings = bench_settings(**overrides)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="factq-bench-") as logs,
+            _environment(environ or {}),
             running_service(
                 settings, Path(logs), workers=workers, concurrency=settings.concurrency
             ) as service,
@@ -68,6 +72,24 @@ def factq_service(*, workers: int = 1, **overrides: Any) -> Iterator[tuple[Servi
             run_async(delete_namespace(settings), CLEANUP_TIMEOUT_S)
         except Exception as exc:
             log(f"could not delete namespace {settings.namespace}: {exc!r}")
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """These variables in this process's environment, which the service's processes
+    copy, until the service has stopped."""
+    # Set after the settings are built: a JSON value read into them would reach
+    # the processes in Python's notation (see tests.support.service.environment).
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

@@ -2,9 +2,9 @@
 same run, the ratio, and the issue's target.
 
 Each floor runs just before the workloads it is the floor of (F1 then W2-W4, F2 then
-W1, F3 then W5; W6 measures F4 between its own runs), so that whatever else the
-machine is doing weighs on both alike. Each workload runs on a factq of its own
-(`factq api` and `factq worker` processes, a fresh namespace, the result cache
+W1, F3 then W5, F5 then W7; W6 measures F4 between its own runs), so that whatever
+else the machine is doing weighs on both alike. Each workload runs on a factq of its
+own (`factq api` and `factq worker` processes, a fresh namespace, the result cache
 off, distinct inputs) under its own timeout: one that fails or times out is a row
 that says so, and its processes and namespace are cleaned up all the same.
 
@@ -21,15 +21,15 @@ import traceback
 from collections.abc import Callable
 from typing import Final
 
-from bench import big_jobs, submitting, subscribers, tiny_jobs
+from bench import big_jobs, embedding, submitting, subscribers, tiny_jobs
 from bench import floors as f
 from bench.config import Sizes, log, parse_sizes
-from bench.floors import Floors
+from bench.embedding import ModelFloors
 from bench.procs import CpuUse, machine
 from bench.table import Row, median, micros, millis, per_second, render, seconds
 from factq.api.server import raise_descriptor_limit
 
-Part = Callable[[Sizes, Floors, list[Row], float], None]
+Part = Callable[[Sizes, ModelFloors, list[Row], float], None]
 
 # In the order they run, each with its own limit in seconds (the full sizes take
 # well under these on 2 cores).
@@ -44,11 +44,13 @@ PARTS: Final[list[tuple[str, str, Part, float]]] = [
     ("W5", "WebSocket subscribers", subscribers.subscribers, 300.0),
     ("F4", "progress-report cost", f.progress_cost, 60.0),
     ("W6", "big results", big_jobs.big_jobs, 180.0),
+    ("F5", "embedding model floor", embedding.model_floor, 180.0),
+    ("W7", "one-text embed jobs, batching on and off", embedding.embed_jobs, 300.0),
 ]
 
 
 def run_part(
-    key: str, name: str, part: Part, timeout_s: float, sizes: Sizes, floors: Floors
+    key: str, name: str, part: Part, timeout_s: float, sizes: Sizes, floors: ModelFloors
 ) -> list[Row]:
     rows: list[Row] = []
     log(f"{key} ({name}) ...")
@@ -63,7 +65,7 @@ def run_part(
     return rows
 
 
-def floor_rows(floors: Floors) -> list[Row]:
+def floor_rows(floors: ModelFloors) -> list[Row]:
     """The floors themselves, each once, so that the table shows what it divides by."""
 
     def shown(value: float | None, show: Callable[[float], str]) -> str:
@@ -93,6 +95,7 @@ def floor_rows(floors: Floors) -> list[Row]:
             "-", singles),
         Row("F4", "8 x factorial(150000) + decimal digits on a pool of 2 processes", "-",
             shown(median(floors.pool_eight), millis)),
+        *embedding.floor_rows(floors),
     ]  # fmt: skip
 
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     # One descriptor per socket in this process; the servers it starts inherit the limit.
     raise_descriptor_limit()
     header, whole = machine(), CpuUse()
-    floors = Floors()
+    floors = ModelFloors()
     measured: dict[str, list[Row]] = {}
     contention: list[str] = []
     parts = [part for part in PARTS if sizes.wants(part[0])]
@@ -112,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
         cpu = CpuUse()
         measured.setdefault(key, []).extend(run_part(key, name, part, timeout_s, sizes, floors))
         contention.append(f"{key} {cpu.short()}")
-    floor_keys = [key for key in ("F1", "F2", "F3") if sizes.wants(key)]
+    floor_keys = [key for key in ("F1", "F2", "F3", "F5") if sizes.wants(key)]
     floor_keys += ["F4"] if sizes.wants("F4") or sizes.wants("W6") else []
-    rows = [row for row in floor_rows(floors) if row.key in floor_keys]
-    for key in ("F1", "F2", "F3", "F4", "W1", "W2", "W3", "W4", "W5", "W6"):
+    floor_table = floor_rows(floors)
+    rows: list[Row] = []
+    for key in ("F1", "F2", "F3", "F4", "F5", "W1", "W2", "W3", "W4", "W5", "W6", "W7"):
+        rows += [row for row in floor_table if row.key == key and key in floor_keys]
         rows += measured.get(key, [])
     elapsed = time.monotonic() - started
     print(f"\n## factq beside its floors\n\n{header}; the suite took {elapsed:.0f} s.")
