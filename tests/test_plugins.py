@@ -28,7 +28,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 @pytest.fixture
 def plugin_settings() -> Iterator[Settings]:
-    settings = make_settings(task_modules="", worker_tasks="factorial,shout")
+    # The delay set per task, over the plugin's own 50 ms (the size stays 8).
+    settings = make_settings(
+        task_modules="",
+        worker_tasks="factorial,shout",
+        task_batching={"shout": {"max_batch_delay_ms": 80}},
+    )
     yield settings
     asyncio.run(delete_namespace(settings))
 
@@ -50,7 +55,7 @@ async def test_a_plugin_task_runs_end_to_end_batched_with_its_model_loaded_once(
     with running_service(plugin_settings, tmp_path, workers=1, concurrency=1) as service:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
             tasks = {t["name"]: t for t in (await http.get("/v1/tasks")).json()["tasks"]}
-            assert tasks["shout"]["batch"] == {"max_batch_size": 8, "max_batch_delay_ms": 50.0}
+            assert tasks["shout"]["batch"] == {"max_batch_size": 8, "max_batch_delay_ms": 80.0}
             assert tasks["shout"]["consumers"] == 1
             assert set(tasks["shout"]["output_schema"]["properties"]) == {
                 "text",

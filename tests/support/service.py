@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -90,6 +91,9 @@ def environment(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        elif isinstance(value, dict):
+            # As pydantic-settings reads a complex setting: JSON.
+            value = json.dumps(settings.model_dump(mode="json", include={name})[name])
         if value is not None:
             env[f"FACTQ_{name.upper()}"] = str(value)
     env["PYTHONPATH"] = str(ROOT)
