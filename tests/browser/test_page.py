@@ -583,3 +583,210 @@ async def wait_ready(service: Service, timeout_s: float = 30.0) -> None:
                 pass
             assert time.monotonic() < deadline, f"the API did not come back\n{service.log_text()}"
             await asyncio.sleep(0.05)
+
+
+# The embedding task as the catalogue lists it where its extra is installed;
+# this service runs without it, so the page meets it through a routed catalogue.
+EMBED_TASK = {
+    "name": "embed",
+    "description": "Sentence embeddings.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "texts": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 2000},
+                "minItems": 1,
+                "maxItems": 64,
+                "title": "Texts",
+            }
+        },
+        "required": ["texts"],
+        "additionalProperties": False,
+    },
+    "limits": {"max_texts": 3, "max_chars": 2000},
+    "result_formats": ["json", "f32"],
+}
+
+
+async def with_embed_task(page: Page) -> None:
+    """Route the catalogue through one that also lists EMBED_TASK, last."""
+
+    async def add_embed(route: Route) -> None:
+        response = await route.fetch()
+        catalogue = await response.json()
+        catalogue["tasks"].append(EMBED_TASK)
+        await route.fulfill(response=response, body=json.dumps(catalogue))
+
+    await page.route(re.compile(r"/v1/tasks$"), add_embed)
+
+
+async def test_the_task_select_builds_each_tasks_form_from_its_schema(
+    service: Service, page: Page
+) -> None:
+    await page.goto(service.base_url)
+    await expect_live(page)
+    task = page.get_by_label("Task", exact=True)
+    await expect(task).to_be_visible()
+    await expect(task).to_have_value("factorial")
+    names = await task.locator("option").evaluate_all("options => options.map(o => o.value)")
+    assert names[0] == "factorial" and "steps" in names, names
+
+    # Another task: a field for each property of its input, the factorial's gone.
+    await task.select_option("steps")
+    # The form's own fields: a card's title ("steps") labels the card too.
+    form = page.locator("#submit-form")
+    steps = form.get_by_label("steps", exact=True)
+    duration = form.get_by_label("duration_s", exact=True)
+    await expect(steps).to_be_visible()
+    await expect(duration).to_be_visible()
+    await expect(page.get_by_label("n (compute n!)")).to_have_count(0)
+    await expect(page.locator("#task-description")).to_have_text(
+        "Report progress often, for the throttle."
+    )
+    await expect(page.locator("#steps-hint")).to_have_text("A whole number from 1 to 100,000.")
+    compute = page.get_by_role("button", name="Compute")
+    await steps.fill("0")
+    await compute.click()
+    await expect(page.locator("#steps-error")).to_have_text("steps must be at least 1.")
+    await expect(steps).to_have_attribute("aria-invalid", "true")
+    await steps.fill("3")
+    await duration.fill("61")
+    await compute.click()
+    await expect(page.locator("#duration_s-error")).to_have_text("Enter a number from 0 to 60.")
+    await expect(page.locator("#steps-error")).to_be_hidden()
+    await duration.fill("0.3")
+    async with page.expect_request(
+        lambda r: r.url.endswith("/v1/jobs") and r.method == "POST"
+    ) as sent:
+        await compute.click()
+    body = (await sent.value).post_data_json
+    assert body == {"task": "steps", "input": {"steps": 3, "duration_s": 0.3}}
+    response = await (await sent.value).response()
+    assert response is not None and response.status == 202
+    steps_id = (await response.json())["id"]
+    # Any other task's summary: its keys and values; its downloads, its formats.
+    done = card(page, steps_id)
+    await expect(done).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    await expect(done.locator(".job-title")).to_have_text("steps")
+    await expect(done.locator(".summary dt")).to_have_text(["steps"])
+    await expect(done.locator(".summary dd")).to_have_text(["3"])
+    await expect(done.locator(".digits")).to_be_hidden()
+    await expect(done.locator(".digits-count")).to_be_hidden()
+    text = done.get_by_role("link", name=re.compile(r"as text"))
+    await expect(text).to_have_attribute("href", f"/v1/jobs/{steps_id}/result")
+
+    # Back to the factorial, chosen in the select: its own form, and its result.
+    await task.select_option("factorial")
+    await expect(steps).to_have_count(0)
+    await expect(page.locator("#max-n")).to_have_text("1,000,000")
+    await expect(page.get_by_label("n (compute n!)")).to_have_value("1000000")
+    factorial_id = await submit(page, 20)
+    job = card(page, factorial_id)
+    await expect(job).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    await expect(job.locator(".job-title")).to_have_text("20!")
+    await expect(job.locator(".digits-count")).to_have_text("19 digits")
+    await expect(job.locator(".digits")).to_have_text("2432902008176640000")
+    await expect(job.locator(".summary")).to_be_hidden()
+    # What was typed for a task is still there when it is chosen again.
+    await task.select_option("steps")
+    await expect(steps).to_have_value("3")
+    await expect(duration).to_have_value("0.3")
+
+
+async def test_a_list_of_strings_is_a_textarea_one_text_a_line(
+    service: Service, page: Page
+) -> None:
+    await with_embed_task(page)
+    sent: list[Any] = []
+
+    async def refuse(route: Route) -> None:
+        # The body as the page sent it; the answer as the service would give it.
+        sent.append(route.request.post_data_json)
+        error = {
+            "type": "invalid_input",
+            "message": "invalid input for task 'embed': texts: too many",
+            "details": [{"loc": "input.texts", "message": "too many"}],
+        }
+        await route.fulfill(status=422, json={"error": error})
+
+    await page.goto(service.base_url)
+    await expect_live(page)
+    await page.get_by_label("Task", exact=True).select_option("embed")
+    texts = page.get_by_label("texts", exact=True)
+    await expect(texts).to_be_visible()
+    assert await texts.evaluate("element => element.tagName") == "TEXTAREA"
+    await expect(page.locator("#texts-hint")).to_contain_text("One per line")
+    await expect(page.locator("#texts-hint")).to_contain_text("At most 3 lines.")
+    compute = page.get_by_role("button", name="Compute")
+    await compute.click()
+    await expect(page.locator("#texts-error")).to_have_text("Enter at least one line.")
+    await texts.fill("one\ntwo\nthree\nfour")
+    await compute.click()
+    await expect(page.locator("#texts-error")).to_have_text("At most 3 lines: this has 4.")
+
+    await page.route(re.compile(r"/v1/jobs$"), refuse)
+    await texts.fill("The cat sat.\n\n  \nA dog, barking\n")
+    await compute.click()
+    await expect(page.locator("#texts-error")).to_have_text(
+        "invalid input for task 'embed': texts: too many"
+    )
+    assert sent == [{"task": "embed", "input": {"texts": ["The cat sat.", "A dog, barking"]}}]
+    await expect(page.locator("li.job")).to_have_count(0)
+
+
+async def test_an_embedding_summary_shows_its_size_and_first_values(
+    service: Service, page: Page
+) -> None:
+    await with_embed_task(page)
+    job_id = uuid4().hex
+    first = [0.0123456, -0.0456789, 0.1, -0.00001, 0.5, 0.25, -0.125, 0.987654]
+    job = {
+        "id": job_id,
+        "task": "embed",
+        "input": {"texts": ["a", "b"]},
+        "status": "succeeded",
+        "progress": None,
+        "cancel_requested": False,
+        "created_at": "2026-11-24T22:30:00.123Z",
+        "started_at": "2026-11-24T22:30:00.200Z",
+        "finished_at": "2026-11-24T22:30:00.300Z",
+        "attempts": 1,
+        "error": None,
+        "result": {
+            "dimension": 384,
+            "count": 2,
+            "first": first,
+            "url": f"/v1/jobs/{job_id}/result",
+        },
+        "metrics": {"queue_s": 0.077, "run_s": 0.1},
+    }
+
+    async def answer(route: Route) -> None:
+        await route.fulfill(json=job)
+
+    # A job of a task this service lacks, as this browser would have stored it.
+    await page.route(re.compile(rf"/v1/jobs/{job_id}$"), answer)
+    await page.goto(service.base_url)
+    await page.evaluate(
+        "([name, ids]) => localStorage.setItem(name, JSON.stringify(ids))",
+        [JOBS_STORAGE, [job_id]],
+    )
+    await page.reload()
+    await expect_live(page)
+    shown = card(page, job_id)
+    await expect(shown).to_have_attribute("data-status", "succeeded")
+    await expect(shown.locator(".digits-count")).to_have_text("2 vectors of 384 dimensions")
+    await expect(shown.locator(".vector-values")).to_have_text(
+        "[0.0123, -0.0457, 0.1000, 0.0000, 0.5000, 0.2500, -0.1250, 0.9877, …]"
+    )
+    await expect(shown.locator(".vector-note")).to_have_text(
+        "The first vector, the first 8 of its 384 values"
+    )
+    await expect(shown.locator(".digits")).to_be_hidden()
+    await expect(shown.locator(".summary")).to_be_hidden()
+    as_json = shown.get_by_role("link", name=re.compile(r"as json"))
+    await expect(as_json).to_have_attribute("href", f"/v1/jobs/{job_id}/result")
+    await expect(as_json).to_have_attribute("download", f"embed-{job_id[:8]}.json")
+    as_f32 = shown.get_by_role("link", name=re.compile(r"as float32, 3\.1 kB"))
+    await expect(as_f32).to_have_attribute("href", f"/v1/jobs/{job_id}/result?format=f32")

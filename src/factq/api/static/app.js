@@ -1,4 +1,9 @@
-// factq's page: submit factorial jobs and follow them live over one WebSocket.
+// factq's page: submit jobs of any task the server runs and follow them live
+// over one WebSocket.
+//
+// The form is built from the task catalogue (`GET /v1/tasks`): a field for each
+// property of the chosen task's input schema. Until the catalogue comes (or when
+// it cannot), the factorial's form is there, as the server always runs it.
 //
 // The server is the source of truth. HTTP answers (submit, cancel, a job
 // fetched again after a reload) seed a job's card; after that, events over
@@ -39,18 +44,43 @@ const ERROR_LABEL = {
   too_many_attempts: "Too many attempts",
   expired: "Expired before it started",
 };
-const FORMAT_LABEL = { decimal: "Decimal", hex: "Hex" };
+const FORMAT_LABEL = { decimal: "Decimal", hex: "Hex", json: "JSON", f32: "float32" };
+// File name endings of the formats known here; any other is `.<format>`.
+const FORMAT_EXTENSION = { decimal: ".txt", hex: ".hex.txt", json: ".json", f32: ".f32", text: ".txt" };
+const DEFAULT_TASK = "factorial";
+// The factorial as the server has always described it: the form until the
+// catalogue says otherwise.
+const FALLBACK_TASK = {
+  name: DEFAULT_TASK,
+  description: "n!, exact, as decimal and hexadecimal digits.",
+  input_schema: {
+    type: "object",
+    properties: { n: { type: "integer", minimum: 0, maximum: 1_000_000 } },
+    required: ["n"],
+  },
+  limits: { max_n: 1_000_000 },
+  result_formats: ["decimal", "hex"],
+};
+// What a schema cannot say: how the page has always shown the factorial's n.
+const FIELD_EXTRAS = {
+  "factorial.n": { note: "compute n!", suffix: "!", value: "1000000", presets: [1000, 100000, 1000000] },
+};
+// The generic summary shows this many of its keys, each value this long at most.
+const SUMMARY_KEYS = 20;
+const SUMMARY_VALUE_CHARS = 200;
 // Hexadecimal digits per decimal digit: log(10) / log(16).
 const HEX_PER_DECIMAL = Math.log(10) / Math.log(16);
 
 const byId = (id) => document.getElementById(id);
 const els = {
   form: byId("submit-form"),
-  input: byId("n-input"),
+  taskPicker: byId("task-picker"),
+  taskSelect: byId("task-select"),
+  taskDescription: byId("task-description"),
+  fields: byId("task-fields"),
+  actions: byId("form-actions"),
+  formError: byId("form-error"),
   submit: byId("submit-button"),
-  fieldError: byId("n-error"),
-  maxN: byId("max-n"),
-  presets: document.querySelectorAll(".chip[data-n]"),
   keyPanel: byId("key-panel"),
   keyForm: byId("key-form"),
   keyInput: byId("key-input"),
@@ -71,8 +101,13 @@ const fmt = (value) => numbers.format(value);
 
 /** id -> {job, seq, shownStatus, el, parts, cancelling, gone, downloadsFor, createdMs} */
 const jobs = new Map();
-let maxN = 1_000_000;
-const formatsByTask = new Map([["factorial", ["decimal", "hex"]]]);
+/** name -> the task as the catalogue describes it; the factorial until it comes. */
+const tasks = new Map([[DEFAULT_TASK, FALLBACK_TASK]]);
+const formatsByTask = new Map([[DEFAULT_TASK, FALLBACK_TASK.result_formats]]);
+/** The chosen task's fields: {spec, el, control, error, read()} each. */
+let fields = [];
+/** What was typed into each task's fields, kept across a change of task. */
+const drafts = new Map();
 let clockSkewMs = 0;
 let authPending = false;
 // The stored jobs are not all loaded yet (at first, or one could not be
@@ -208,10 +243,12 @@ function clearJobs() {
 // ---- HTTP ----------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, type, message) {
+  constructor(status, type, message, details = []) {
     super(message);
     this.status = status;
     this.type = type;
+    // `[{loc: "input.n", message}, ...]` for an input the server refused.
+    this.details = Array.isArray(details) ? details : [];
   }
 }
 
@@ -243,6 +280,7 @@ async function api(path, { method = "GET", body } = {}) {
       response.status,
       (error && error.type) || "http_error",
       (error && error.message) || `The server answered ${response.status}.`,
+      error && error.details,
     );
   }
   return data;
@@ -463,6 +501,10 @@ function createEntry(job) {
       head: part(".digits-head"),
       gap: part(".digits-gap"),
       tail: part(".digits-tail"),
+      vector: part(".vector"),
+      vectorValues: part(".vector-values"),
+      vectorNote: part(".vector-note"),
+      summary: part(".summary"),
       downloads: part(".downloads"),
       error: part(".job-error"),
       statusLine: part(".job-status-line"),
@@ -544,19 +586,66 @@ function renderResult(entry) {
   const result = job.status === "succeeded" ? job.result : null;
   parts.result.hidden = !result;
   if (!result) return;
-  const hasDigits = typeof result.digits === "number" && typeof result.head === "string";
-  parts.digits.hidden = !hasDigits;
-  if (hasDigits) {
+  const kind = summaryKind(result);
+  parts.digits.hidden = kind !== "digits";
+  parts.vector.hidden = kind !== "embedding";
+  parts.summary.hidden = kind !== "other";
+  parts.digitsCount.hidden = kind === "other";
+  if (kind === "digits") {
     parts.digitsCount.textContent = `${fmt(result.digits)} ${result.digits === 1 ? "digit" : "digits"}`;
     renderDigits(parts, result.head, result.tail || "", result.digits);
+  } else if (kind === "embedding") {
+    renderEmbedding(parts, result);
   } else {
-    const { url, ...summary } = result;
-    parts.digitsCount.textContent = JSON.stringify(summary).slice(0, 200);
+    renderSummary(parts, result);
   }
   if (entry.downloadsFor !== result.url) {
     entry.downloadsFor = result.url;
     parts.downloads.replaceChildren(...downloadLinks(job));
   }
+}
+
+/** How to show a summary: a factorial's digits, an embedding's vectors, or any other's keys. */
+function summaryKind(result) {
+  if (typeof result.digits === "number" && typeof result.head === "string") return "digits";
+  const { dimension, count, first } = result;
+  if (Number.isInteger(dimension) && Number.isInteger(count) && Array.isArray(first)) return "embedding";
+  return "other";
+}
+
+/** The vectors' count and size, and the first values of the first one, rounded. */
+function renderEmbedding(parts, { dimension, count, first }) {
+  const vectors = `${fmt(count)} ${count === 1 ? "vector" : "vectors"}`;
+  parts.digitsCount.textContent = `${vectors} of ${fmt(dimension)} ${dimension === 1 ? "dimension" : "dimensions"}`;
+  const values = first.map(formatComponent);
+  const more = dimension > values.length;
+  parts.vectorValues.textContent = `[${values.join(", ")}${more ? ", …" : ""}]`;
+  parts.vectorValues.hidden = !values.length;
+  const shown = more ? `the first ${fmt(values.length)} of its ${fmt(dimension)} values` : "its values";
+  parts.vectorNote.textContent = count > 0 ? `The first vector, ${shown}` : "No vectors";
+  parts.vector.setAttribute("aria-label", `${parts.vectorNote.textContent}: ${values.join(", ")}`);
+}
+
+/** Any other task's summary: each key and its value, as they come. */
+function renderSummary(parts, result) {
+  const entries = Object.entries(result).filter(([key]) => key !== "url");
+  const nodes = [];
+  for (const [key, value] of entries.slice(0, SUMMARY_KEYS)) {
+    const term = document.createElement("dt");
+    term.textContent = key;
+    const detail = document.createElement("dd");
+    detail.textContent = formatSummaryValue(value);
+    nodes.push(term, detail);
+  }
+  if (entries.length > SUMMARY_KEYS) {
+    const term = document.createElement("dt");
+    term.textContent = "…";
+    const detail = document.createElement("dd");
+    detail.textContent = `${fmt(entries.length - SUMMARY_KEYS)} more`;
+    nodes.push(term, detail);
+  }
+  parts.summary.replaceChildren(...nodes);
+  parts.summary.hidden = !nodes.length;
 }
 
 /** Only the summary's head and tail ever reach the page, never the whole value. */
@@ -582,8 +671,8 @@ function renderDigits(parts, head, tail, count) {
 }
 
 function downloadLinks(job) {
-  const formats = formatsByTask.get(job.task) || [null];
-  const digits = job.result && job.result.digits;
+  const known = formatsByTask.get(job.task);
+  const formats = known && known.length ? known : [null];
   return formats.map((name, index) => {
     const link = document.createElement("a");
     link.className = "button download";
@@ -591,11 +680,7 @@ function downloadLinks(job) {
     link.href = index === 0 ? job.result.url : `${job.result.url}?format=${encodeURIComponent(name)}`;
     link.download = fileName(job, name);
     const label = FORMAT_LABEL[name] || (name ? name[0].toUpperCase() + name.slice(1) : "Result");
-    let size = "";
-    if (typeof digits === "number" && name === "decimal") size = formatBytes(digits);
-    if (typeof digits === "number" && name === "hex") {
-      size = `≈${formatBytes(Math.ceil(digits * HEX_PER_DECIMAL))}`;
-    }
+    const size = downloadSize(job.result, name);
     const text = document.createElement("span");
     text.textContent = label;
     link.append(text);
@@ -611,9 +696,21 @@ function downloadLinks(job) {
   });
 }
 
+/** The file's size where the summary tells it: digits, or float32 vectors. */
+function downloadSize(result, format) {
+  const { digits, dimension, count } = result;
+  if (typeof digits === "number" && format === "decimal") return formatBytes(digits);
+  if (typeof digits === "number" && format === "hex") return `≈${formatBytes(Math.ceil(digits * HEX_PER_DECIMAL))}`;
+  if (Number.isInteger(dimension) && Number.isInteger(count) && format === "f32") {
+    return formatBytes(dimension * count * 4);
+  }
+  return "";
+}
+
 function fileName(job, format) {
   const base = job.task === "factorial" && job.input ? `${job.input.n}-factorial` : `${job.task}-${job.id.slice(0, 8)}`;
-  return format && format !== "decimal" ? `${base}.${format}.txt` : `${base}.txt`;
+  if (!format) return `${base}.txt`;
+  return base + (FORMAT_EXTENSION[format] || `.${format}`);
 }
 
 /** A link cannot carry an Authorization header: with a key, fetch the file instead. */
@@ -727,6 +824,9 @@ function describe(job) {
   if (job.status === "succeeded" && job.result && typeof job.result.digits === "number") {
     return `${title} ${status}: ${fmt(job.result.digits)} digits.`;
   }
+  if (job.status === "succeeded" && job.result && summaryKind(job.result) === "embedding") {
+    return `${title} ${status}: ${fmt(job.result.count)} vectors of ${fmt(job.result.dimension)} dimensions.`;
+  }
   if (job.status === "failed" && job.error) return `${title} failed: ${job.error.message}`;
   return `${title} ${status}.`;
 }
@@ -757,6 +857,21 @@ function formatPercent(fraction) {
   return percent > 0 && percent < 10 ? `${percent.toFixed(1)}%` : `${Math.floor(percent)}%`;
 }
 
+/** One value of a vector: four decimals show its shape without a wall of digits. */
+function formatComponent(value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return String(value);
+  const rounded = value.toFixed(4);
+  // No "-0.0000" for a tiny negative.
+  return Number(rounded) === 0 ? "0.0000" : rounded;
+}
+
+function formatSummaryValue(value) {
+  if (typeof value === "string") return value.slice(0, SUMMARY_VALUE_CHARS);
+  if (typeof value === "number") return Number.isInteger(value) ? fmt(value) : String(Number(value.toPrecision(6)));
+  const text = JSON.stringify(value);
+  return text.length > SUMMARY_VALUE_CHARS ? `${text.slice(0, SUMMARY_VALUE_CHARS - 1)}…` : text;
+}
+
 function formatBytes(bytes) {
   if (bytes < 1000) return `${bytes} B`;
   if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} kB`;
@@ -771,49 +886,432 @@ function formatTime(date) {
   return date.toLocaleString(undefined, options);
 }
 
-// ---- Actions -------------------------------------------------------------------
+// ---- The form -----------------------------------------------------------------
+
+/** The catalogue's tasks in the select, the factorial first, and the chosen one's form. */
+function showTasks(list) {
+  const ordered = [...list].sort((a, b) => (b.name === DEFAULT_TASK) - (a.name === DEFAULT_TASK));
+  tasks.clear();
+  for (const task of ordered) {
+    tasks.set(task.name, task);
+    formatsByTask.set(task.name, Array.isArray(task.result_formats) ? task.result_formats : []);
+  }
+  const chosen = tasks.has(formTask) ? formTask : ordered[0].name;
+  els.taskSelect.replaceChildren(...ordered.map((task) => new Option(task.name, task.name)));
+  els.taskSelect.value = chosen;
+  // One task is no choice: the form is simply its form.
+  els.taskPicker.hidden = tasks.size < 2;
+  chooseTask(chosen);
+}
+
+let formTask = DEFAULT_TASK;
+
+function chooseTask(name) {
+  saveDraft();
+  const task = tasks.get(name) || FALLBACK_TASK;
+  formTask = task.name;
+  const about = [];
+  if (typeof task.description === "string" && task.description) about.push(task.description);
+  if (task.consumers === 0) about.push("No worker serves it now: its jobs wait until one does.");
+  els.taskDescription.textContent = about.join(" ");
+  els.taskDescription.hidden = !about.length;
+  buildFields(task);
+}
+
+function saveDraft() {
+  if (fields.length) drafts.set(formTask, Object.fromEntries(fields.map((field) => [field.spec.name, field.value()])));
+}
+
+/** A field for each property of the task's input; the typed values, and the focus, kept. */
+function buildFields(task) {
+  const focused = fields.find((field) => field.control === document.activeElement);
+  const draft = drafts.get(task.name) || {};
+  els.fields.replaceChildren();
+  fields = fieldSpecs(task).map((spec) => createField(spec, draft[spec.name]));
+  els.fields.append(...fields.map((field) => field.el));
+  // One line to fill: the button beside it, as the factorial's form has always
+  // had it; otherwise under the fields.
+  const row = fields.length === 1 ? fields[0].row : null;
+  (row || els.actions).append(els.submit);
+  els.actions.hidden = Boolean(row);
+  showFormError("");
+  const again = focused && fields.find((field) => field.spec.name === focused.spec.name);
+  if (again) again.control.focus();
+}
+
+/** What the form needs to know of each property of the task's input schema. */
+function fieldSpecs(task) {
+  const schema = (task.input_schema && typeof task.input_schema === "object" && task.input_schema) || {};
+  const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+  const limits = (task.limits && typeof task.limits === "object" && task.limits) || {};
+  return Object.entries(schema.properties || {}).map(([name, raw]) => {
+    const prop = resolveSchema(schema, raw);
+    const spec = {
+      name,
+      prop,
+      kind: fieldKind(schema, prop),
+      required: required.has(name),
+      extras: FIELD_EXTRAS[`${task.name}.${name}`] || {},
+    };
+    // A deployment's limit (`max_n` for `n`, say) is the one that applies.
+    const limit = limits[`max_${name}`];
+    if (spec.kind === "integer") {
+      spec.min = prop.minimum ?? (typeof prop.exclusiveMinimum === "number" ? Math.floor(prop.exclusiveMinimum) + 1 : undefined);
+      spec.max = Number.isSafeInteger(limit)
+        ? limit
+        : prop.maximum ?? (typeof prop.exclusiveMaximum === "number" ? Math.ceil(prop.exclusiveMaximum) - 1 : undefined);
+    } else if (spec.kind === "lines") {
+      spec.minItems = prop.minItems;
+      spec.maxItems = Number.isSafeInteger(limit) ? limit : prop.maxItems;
+      spec.item = resolveSchema(schema, prop.items);
+    }
+    return spec;
+  });
+}
+
+/** The schema of a property itself: through `$ref`s into `$defs`, and past an optional's `null`. */
+function resolveSchema(root, node) {
+  let current = node && typeof node === "object" ? node : {};
+  for (let depth = 0; depth < 8; depth += 1) {
+    const { $ref, anyOf, oneOf, ...rest } = current;
+    if (typeof $ref === "string" && $ref.startsWith("#/$defs/")) {
+      current = { ...((root.$defs || {})[$ref.slice("#/$defs/".length)] || {}), ...rest };
+      continue;
+    }
+    const options = (anyOf || oneOf || []).filter((option) => option && option.type !== "null");
+    if (options.length !== 1) return current;
+    current = { ...options[0], ...rest };
+  }
+  return current;
+}
+
+function fieldKind(root, prop) {
+  const type = Array.isArray(prop.type) ? prop.type.find((name) => name !== "null") : prop.type;
+  if (type === "integer" || type === "number" || type === "boolean") return type;
+  if (type === "string") return Array.isArray(prop.enum) && prop.enum.length ? "choice" : "string";
+  if (type === "array" && resolveSchema(root, prop.items).type === "string") return "lines";
+  // Objects, mixed arrays, anything else: typed as JSON.
+  return "json";
+}
+
+/** Ids named after the property (`n-input`, `n-error`, `max-n`), unless the page uses them. */
+function fieldIdBase(name) {
+  const safe = name.replace(/[^A-Za-z0-9_-]/g, "_") || "field";
+  const taken = [`${safe}-input`, `${safe}-hint`, `${safe}-error`, `max-${safe}`].some((id) => byId(id));
+  return taken ? `field-${safe}` : safe;
+}
+
+function createField(spec, saved) {
+  const { name, kind, extras, prop } = spec;
+  const base = fieldIdBase(name);
+  const el = document.createElement("div");
+  el.className = "field";
+  el.dataset.field = name;
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.id = `${base}-hint`;
+  hint.append(...hintNodes(spec, base));
+  hint.hidden = !hint.textContent;
+  const error = document.createElement("p");
+  error.className = "field-error";
+  error.id = `${base}-error`;
+  error.setAttribute("role", "alert");
+  error.hidden = true;
+  const initial = saved ?? extras.value ?? prop.default;
+
+  let control;
+  let row = null;
+  if (kind === "boolean") {
+    control = document.createElement("input");
+    control.type = "checkbox";
+    control.checked = initial === true;
+    const label = document.createElement("label");
+    label.className = "check";
+    label.append(control, name);
+    el.append(label);
+  } else {
+    const label = document.createElement("label");
+    label.htmlFor = `${base}-input`;
+    label.append(name);
+    const note = extras.note || (spec.required ? "" : "optional");
+    if (note) {
+      const span = document.createElement("span");
+      span.className = "label-note";
+      span.textContent = ` (${note})`;
+      label.append(span);
+    }
+    el.append(label);
+    if (kind === "lines" || kind === "json") {
+      control = document.createElement("textarea");
+      control.rows = kind === "lines" ? 4 : 3;
+      control.spellcheck = kind === "lines";
+      if (typeof initial === "string") control.value = initial;
+      else if (kind === "lines" && Array.isArray(initial)) control.value = initial.join("\n");
+      else if (initial !== undefined) control.value = JSON.stringify(initial);
+      el.append(control);
+    } else if (kind === "choice") {
+      control = document.createElement("select");
+      const options = prop.enum.map((value, index) => new Option(String(value), String(index)));
+      if (!spec.required) options.unshift(new Option("—", ""));
+      control.append(...options);
+      const index = prop.enum.findIndex((value) => String(value) === String(initial));
+      control.value = index >= 0 ? String(index) : control.options[0].value;
+      el.append(control);
+    } else {
+      control = document.createElement("input");
+      control.type = "text";
+      control.autocomplete = "off";
+      control.spellcheck = false;
+      if (kind === "integer") control.inputMode = "numeric";
+      if (kind === "number") control.inputMode = "decimal";
+      if (initial !== undefined && initial !== null) control.value = String(initial);
+      const wrap = document.createElement("div");
+      wrap.className = "input-wrap";
+      wrap.append(control);
+      if (extras.suffix) {
+        control.classList.add("has-suffix");
+        const suffix = document.createElement("span");
+        suffix.className = "input-suffix";
+        suffix.setAttribute("aria-hidden", "true");
+        suffix.textContent = extras.suffix;
+        wrap.append(suffix);
+      }
+      row = document.createElement("div");
+      row.className = "field-row";
+      row.append(wrap);
+      el.append(row);
+    }
+  }
+  control.id = `${base}-input`;
+  control.name = name;
+  control.required = spec.required;
+  control.setAttribute("aria-describedby", `${hint.id} ${error.id}`);
+  el.append(hint, error);
+
+  const field = {
+    spec,
+    el,
+    control,
+    error,
+    row,
+    value: () => (kind === "boolean" ? control.checked : control.value),
+    read: () => readField(spec, control),
+  };
+  if (Array.isArray(extras.presets)) el.append(presetChips(field));
+  return field;
+}
+
+/** The field's hint: what it takes, from the schema. */
+function hintNodes(spec, base) {
+  const { kind, prop } = spec;
+  const nodes = [];
+  if (kind === "integer") {
+    const max = document.createElement("span");
+    max.id = `max-${base}`;
+    max.textContent = spec.max === undefined ? "" : fmt(spec.max);
+    if (spec.min !== undefined && spec.max !== undefined) nodes.push(`A whole number from ${fmt(spec.min)} to `, max, ".");
+    else if (spec.max !== undefined) nodes.push("A whole number up to ", max, ".");
+    else if (spec.min !== undefined) nodes.push(`A whole number, at least ${fmt(spec.min)}.`);
+    else nodes.push("A whole number.");
+  } else if (kind === "number") {
+    nodes.push(`${capitalize(numberRange(prop))}.`);
+  } else if (kind === "lines") {
+    let text = "One per line; blank lines are left out.";
+    if (spec.maxItems !== undefined) text += ` At most ${fmt(spec.maxItems)} ${spec.maxItems === 1 ? "line" : "lines"}.`;
+    nodes.push(text);
+  } else if (kind === "json") {
+    nodes.push("As JSON.");
+  }
+  // Numbers say their range already; the factorial's description says no more.
+  const isRange = kind === "integer" || kind === "number";
+  if (typeof prop.description === "string" && prop.description && !isRange) nodes.push(` ${prop.description}`);
+  if (!spec.required && prop.default !== undefined && prop.default !== null && kind !== "boolean") {
+    nodes.push(` Default: ${typeof prop.default === "string" ? prop.default : JSON.stringify(prop.default)}.`);
+  }
+  if (nodes.length && typeof nodes[0] === "string") nodes[0] = nodes[0].trimStart();
+  return nodes;
+}
+
+function presetChips(field) {
+  const group = document.createElement("div");
+  group.className = "presets";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", `Example values of ${field.spec.name}`);
+  const label = document.createElement("span");
+  label.className = "presets-label";
+  label.setAttribute("aria-hidden", "true");
+  label.textContent = "Try";
+  group.append(label);
+  for (const value of field.spec.extras.presets) {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.textContent = fmt(value);
+    chip.hidden = field.spec.max !== undefined && value > field.spec.max;
+    chip.addEventListener("click", () => {
+      field.control.value = String(value);
+      showFieldError(field, "");
+      field.control.focus();
+    });
+    group.append(chip);
+  }
+  return group;
+}
+
+/** The field's value for the input: `{value}`, `{omit: true}` when left empty and
+ * optional, or `{error}` saying what to change. */
+function readField(spec, control) {
+  const { kind, name, prop } = spec;
+  if (kind === "boolean") return { value: control.checked };
+  if (kind === "choice") {
+    if (control.value === "") return spec.required ? { error: `Choose ${name}.` } : { omit: true };
+    return { value: prop.enum[Number(control.value)] };
+  }
+  const raw = control.value;
+  if (kind === "lines") return readLines(spec, raw);
+  if (!raw.trim() && kind !== "string") {
+    return spec.required ? { error: emptyMessage(spec) } : { omit: true };
+  }
+  if (kind === "integer") return readWhole(spec, raw);
+  if (kind === "number") return readNumber(spec, raw);
+  if (kind === "json") {
+    try {
+      return { value: JSON.parse(raw) };
+    } catch (error) {
+      return { error: `Enter ${name} as JSON (${error.message}).` };
+    }
+  }
+  if (!raw) return spec.required ? { error: `Enter ${name}.` } : { omit: true };
+  if (typeof prop.maxLength === "number" && raw.length > prop.maxLength) {
+    return { error: `${name} can be at most ${fmt(prop.maxLength)} characters.` };
+  }
+  return { value: raw };
+}
+
+function emptyMessage(spec) {
+  if (spec.kind === "integer") return `Enter ${wholeRange(spec)}.`;
+  if (spec.kind === "number") return `Enter ${numberRange(spec.prop)}.`;
+  return `Enter ${spec.name}.`;
+}
+
+function wholeRange({ min, max }) {
+  if (min !== undefined && max !== undefined) return `a whole number from ${fmt(min)} to ${fmt(max)}`;
+  if (max !== undefined) return `a whole number up to ${fmt(max)}`;
+  if (min !== undefined) return `a whole number of at least ${fmt(min)}`;
+  return "a whole number";
+}
 
 /** Digits, optionally grouped by thousands ("1,000,000", "1 000 000", "1_000_000"). */
-function parseN(raw) {
+function readWhole(spec, raw) {
   const text = raw.trim();
-  const message = `Enter a whole number from 0 to ${fmt(maxN)}.`;
-  if (!text) return { error: message };
+  const message = `Enter ${wholeRange(spec)}.`;
+  const signed = spec.min === undefined || spec.min < 0;
+  const sign = signed && text.startsWith("-") ? -1 : 1;
+  const unsigned = sign < 0 ? text.slice(1) : text;
   let digits = null;
-  if (/^\d+$/.test(text)) digits = text;
-  else if (/^\d{1,3}([,._'\s\u00a0\u202f]\d{3})+$/.test(text)) digits = text.replace(/\D/g, "");
+  if (/^\d+$/.test(unsigned)) digits = unsigned;
+  else if (/^\d{1,3}([,._'\s\u00a0\u202f]\d{3})+$/.test(unsigned)) digits = unsigned.replace(/\D/g, "");
   if (digits === null) return { error: message };
-  const n = digits.length > 15 ? Infinity : Number(digits);
-  if (n > maxN) return { error: `n can be at most ${fmt(maxN)} on this server.` };
-  return { n };
+  const value = digits.length > 15 ? sign * Infinity : sign * Number(digits);
+  if (spec.max !== undefined && value > spec.max) return { error: `${spec.name} can be at most ${fmt(spec.max)} on this server.` };
+  if (spec.min !== undefined && value < spec.min) return { error: `${spec.name} must be at least ${fmt(spec.min)}.` };
+  if (!Number.isSafeInteger(value)) return { error: message };
+  return { value };
 }
 
-function showFieldError(message) {
-  els.fieldError.textContent = message;
-  els.fieldError.hidden = !message;
-  els.input.setAttribute("aria-invalid", message ? "true" : "false");
+function numberRange(prop) {
+  const low = prop.minimum ?? prop.exclusiveMinimum;
+  const high = prop.maximum ?? prop.exclusiveMaximum;
+  if (typeof low === "number" && typeof high === "number") return `a number from ${low} to ${high}`;
+  if (typeof high === "number") return `a number up to ${high}`;
+  if (typeof low === "number") return `a number of at least ${low}`;
+  return "a number";
 }
+
+function readNumber(spec, raw) {
+  const { prop } = spec;
+  const text = raw.trim();
+  const value = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text) ? Number(text) : NaN;
+  const inRange =
+    Number.isFinite(value) &&
+    !(typeof prop.minimum === "number" && value < prop.minimum) &&
+    !(typeof prop.maximum === "number" && value > prop.maximum) &&
+    !(typeof prop.exclusiveMinimum === "number" && value <= prop.exclusiveMinimum) &&
+    !(typeof prop.exclusiveMaximum === "number" && value >= prop.exclusiveMaximum);
+  return inRange ? { value } : { error: `Enter ${numberRange(prop)}.` };
+}
+
+/** One string a line, blank lines left out. */
+function readLines(spec, raw) {
+  const lines = raw.split(/\r?\n/).filter((line) => line.trim());
+  const least = Math.max(spec.minItems || 0, spec.required ? 1 : 0);
+  if (!lines.length && !spec.required) return { omit: true };
+  if (lines.length < least) {
+    return { error: least === 1 ? "Enter at least one line." : `Enter at least ${fmt(least)} lines.` };
+  }
+  if (spec.maxItems !== undefined && lines.length > spec.maxItems) {
+    return { error: `At most ${fmt(spec.maxItems)} lines: this has ${fmt(lines.length)}.` };
+  }
+  const longest = spec.item && spec.item.maxLength;
+  const tooLong = typeof longest === "number" ? lines.findIndex((line) => line.length > longest) : -1;
+  if (tooLong >= 0) return { error: `Line ${fmt(tooLong + 1)} is longer than ${fmt(longest)} characters.` };
+  return { value: lines };
+}
+
+function showFieldError(field, message) {
+  field.error.textContent = message;
+  field.error.hidden = !message;
+  field.control.setAttribute("aria-invalid", message ? "true" : "false");
+}
+
+function showFormError(message) {
+  els.formError.textContent = message;
+  els.formError.hidden = !message;
+}
+
+/** The field a refusal names (`input.n`), else the only one; null for the form as a whole. */
+function fieldForError(failure) {
+  const loc = (failure.details[0] && failure.details[0].loc) || "";
+  const [root, name] = String(loc).split(".");
+  const named = root === "input" && fields.find((field) => field.spec.name === name);
+  if (named) return named;
+  return fields.length === 1 && failure.status === 422 ? fields[0] : null;
+}
+
+function capitalize(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+// ---- Actions -------------------------------------------------------------------
 
 let submitting = false;
 
 async function onSubmit(event) {
   event.preventDefault();
   if (submitting) return;
-  const { n, error } = parseN(els.input.value);
-  if (error) {
-    showFieldError(error);
-    els.input.focus();
-    return;
+  for (const field of fields) showFieldError(field, "");
+  showFormError("");
+  const input = {};
+  for (const field of fields) {
+    const answer = field.read();
+    if (answer.error) {
+      showFieldError(field, answer.error);
+      field.control.focus();
+      return;
+    }
+    if (!answer.omit) input[field.spec.name] = answer.value;
   }
-  showFieldError("");
   submitting = true;
   els.submit.setAttribute("aria-busy", "true");
   try {
-    const job = await api("/v1/jobs", { method: "POST", body: { task: "factorial", input: { n } } });
+    const job = await api("/v1/jobs", { method: "POST", body: { task: formTask, input } });
     rememberJob(job.id);
     applyHttp(job);
     socket.subscribe([job.id]);
   } catch (failure) {
-    showFieldError(failure.message);
+    const field = fieldForError(failure);
+    if (field) showFieldError(field, failure.message);
+    else showFormError(failure.message);
   } finally {
     submitting = false;
     els.submit.removeAttribute("aria-busy");
@@ -840,15 +1338,9 @@ async function cancelJob(entry) {
 
 async function loadTasks() {
   const data = await api("/v1/tasks");
-  for (const task of data.tasks || []) formatsByTask.set(task.name, task.result_formats || []);
-  const factorial = (data.tasks || []).find((task) => task.name === "factorial");
-  const limit =
-    factorial && ((factorial.limits && factorial.limits.max_n) ?? factorial.input_schema?.properties?.n?.maximum);
-  if (Number.isSafeInteger(limit)) {
-    maxN = limit;
-    els.maxN.textContent = fmt(limit);
-    for (const chip of els.presets) chip.hidden = Number(chip.dataset.n) > limit;
-  }
+  const listed = Array.isArray(data && data.tasks) ? data.tasks : [];
+  const valid = listed.filter((task) => task && typeof task.name === "string" && task.name);
+  if (valid.length) showTasks(valid);
   // Cards drawn before the catalogue came may lack a task's formats.
   for (const entry of jobs.values()) {
     entry.downloadsFor = null;
@@ -894,16 +1386,15 @@ async function refresh() {
 function boot() {
   els.keyStatus.hidden = !currentKey();
   els.form.addEventListener("submit", onSubmit);
-  els.input.addEventListener("input", () => {
-    if (!els.fieldError.hidden) showFieldError("");
+  els.fields.addEventListener("input", (event) => {
+    const field = fields.find((each) => each.control === event.target);
+    if (field && !field.error.hidden) showFieldError(field, "");
   });
-  for (const chip of els.presets) {
-    chip.addEventListener("click", () => {
-      els.input.value = chip.dataset.n;
-      showFieldError("");
-      els.input.focus();
-    });
-  }
+  els.taskSelect.addEventListener("change", () => chooseTask(els.taskSelect.value));
+  // What was typed before this script ran is kept: the page's own factorial field.
+  const typed = byId("n-input");
+  if (typed) drafts.set(DEFAULT_TASK, { n: typed.value });
+  showTasks([FALLBACK_TASK]);
   els.keyForm.addEventListener("submit", onKeySubmit);
   els.forgetKey.addEventListener("click", onForgetKey);
   window.addEventListener("online", () => socket.retryNow());
