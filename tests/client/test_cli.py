@@ -12,7 +12,8 @@ from pathlib import Path
 import gmpy2
 import pytest
 
-from factq.client import Client, JobStatus
+from factq.cli import jobs as cli_jobs
+from factq.client import Client, Job, JobStatus
 from tests.support.service import Service, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -63,6 +64,94 @@ def test_submit_wait_prints_the_value(service: Service) -> None:
     assert (decimal.returncode, decimal.stdout) == (0, gmpy2.fac(25).digits() + "\n")
     hexadecimal = factq(service.base_url, "submit", "25", "--hex")
     assert (hexadecimal.returncode, hexadecimal.stdout) == (0, gmpy2.fac(25).digits(16) + "\n")
+
+
+def test_submit_any_task_with_input_in_the_task_and_input_form(service: Service) -> None:
+    ten = '{"n": 10}'
+    done = factq(service.base_url, "submit", "--task", "factorial", "--input", ten, "--wait")
+    assert (done.returncode, done.stdout) == (0, "3628800\n"), done.stderr
+    assert "succeeded" in done.stderr
+    # N with the factorial named: the same job.
+    named = factq(service.base_url, "submit", "10", "--task", "factorial", "--wait")
+    assert (named.returncode, named.stdout) == (0, "3628800\n"), named.stderr
+    hexadecimal = factq(service.base_url, "submit", "--input", ten, "--hex")
+    assert (hexadecimal.returncode, hexadecimal.stdout) == (0, "375f00\n"), hexadecimal.stderr
+
+
+def test_submit_another_task_prints_its_value_in_its_default_format(
+    service: Service, tmp_path: Path
+) -> None:
+    steps = '{"steps": 2, "duration_s": 0.1}'
+    done = factq(service.base_url, "submit", "--task", "steps", "--input", steps, "--wait")
+    # The value as the service sends it ("done", text): a newline ends the line.
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    assert "succeeded" in done.stderr
+    written = factq(
+        service.base_url, "submit", "--task", "steps", "--input", steps, "-o", "v.txt", cwd=tmp_path
+    )
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "v.txt").read_bytes() == b"done"
+    assert "wrote 4 bytes to v.txt" in written.stderr
+    assert written.stdout == ""
+    submitted = factq(service.base_url, "submit", "--task", "steps", "--input", steps)
+    assert submitted.returncode == 0, submitted.stderr
+    with Client(service.base_url) as client:
+        job = client.wait(submitted.stdout.strip(), timeout_s=30)
+    assert (job.task, job.input) == ("steps", {"steps": 2, "duration_s": 0.1})
+    failed = factq(
+        service.base_url, "submit", "--task", "fail", "--input", '{"message": "boom"}', "--wait"
+    )
+    assert failed.returncode == 1
+    assert "boom" in failed.stderr and failed.stdout == ""
+
+
+def test_an_unknown_task_or_an_input_it_refuses_is_a_usage_error(service: Service) -> None:
+    unknown = factq(service.base_url, "submit", "--task", "nope", "--input", "{}")
+    assert unknown.returncode == 2
+    assert "unknown task 'nope'" in unknown.stderr
+    refused = factq(service.base_url, "submit", "--task", "steps", "--input", '{"steps": 0}')
+    assert refused.returncode == 2
+    assert "invalid input for task 'steps'" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give N (the factorial of N) or --input JSON"),
+        (("--task", "steps"), "give N (the factorial of N) or --input JSON"),
+        (("5", "--task", "steps"), "N is the factorial's input; give task 'steps' its input"),
+        (("5", "--input", '{"n": 5}'), "give N or --input, not both"),
+        (("--input", '{"n": 5'), "--input is not valid JSON: Expecting"),
+        (("--input", "[5]"), "--input must be a JSON object"),
+        (("--input", "n=5"), "--input is not valid JSON"),
+        (("--task", "steps", "--input", '{"steps": 1}', "--hex"), "--hex is for the factorial"),
+        (("--task", "", "--input", "{}"), "--task must name a task"),
+    ],
+)
+def test_submit_arguments_that_do_not_go_together_exit_2(
+    args: tuple[str, ...], message: str
+) -> None:
+    # Nothing listens there: a usage error is found before anything is sent.
+    done = factq(f"http://127.0.0.1:{free_port()}", "submit", *args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("factq: ")
+    assert message in done.stderr, done.stderr
+
+
+def test_the_progress_description_names_the_task() -> None:
+    def job(task: str, job_input: dict[str, object], **fields: object) -> Job:
+        return Job.model_validate(
+            {"id": "0" * 32, "task": task, "input": job_input, "status": "running"}
+            | {"created_at": "2026-01-01T00:00:00Z", **fields}
+        )
+
+    assert cli_jobs._describe(job("factorial", {"n": 20})) == "factorial 20! running"
+    texts = job("embed", {"texts": ["a", "b"]}, status="queued")
+    assert cli_jobs._describe(texts) == 'embed {"texts": ["a", "b"]} queued'
+    long = cli_jobs._describe(job("embed", {"texts": ["x" * 100]}, cancel_requested=True))
+    assert long.startswith('embed {"texts": ["xxx') and long.endswith("… cancel requested")
 
 
 def test_status_of_an_unknown_job_exits_3(service: Service) -> None:

@@ -100,17 +100,40 @@ def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
     submit = add(
         "submit",
-        "submit a factorial job",
-        "Submit factorial(N) and print the job's id. With --wait, follow the job with a\n"
-        "progress bar on stderr, then print its value, or write it to --output.",
+        "submit a job",
+        "Submit a job and print its id: factorial(N) with `factq submit N`, any task with\n"
+        "--task NAME --input JSON. With --wait, follow the job with a progress bar on\n"
+        "stderr, then print its value in the task's default format (a factorial's decimal\n"
+        "digits, an embedding's JSON), or write it to --output.\n"
+        "\n"
+        "examples:\n"
+        "  factq submit 100000 --wait\n"
+        '  factq submit --task embed --input \'{"texts": ["a", "b"]}\' --wait',
     )
-    submit.add_argument("n", type=int, metavar="N", help="compute N!")
+    submit.add_argument(
+        "n",
+        type=int,
+        nargs="?",
+        metavar="N",
+        help="compute N! (the factorial's input; for another task use --input)",
+    )
+    submit.add_argument(
+        "--task", metavar="NAME", help="the task to run (default factorial; see GET /v1/tasks)"
+    )
+    submit.add_argument(
+        "--input",
+        metavar="JSON",
+        dest="input_json",
+        help='the task\'s input as a JSON object, e.g. \'{"n": 20}\' or \'{"texts": ["a"]}\'',
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the job and get its value")
     submit.add_argument(
         "-o", "--output", metavar="FILE", help="write the value to FILE, streamed (implies --wait)"
     )
     submit.add_argument(
-        "--hex", action="store_true", help="the value in hexadecimal digits (implies --wait)"
+        "--hex",
+        action="store_true",
+        help="the factorial in hexadecimal digits (factorial only; implies --wait)",
     )
 
     status = add("status", "show a job", "Show a job's state, or its JSON with --json.")

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from rich.console import Console
 from rich.progress import (
@@ -45,6 +46,10 @@ EXIT_NOT_FOUND: Final = 3
 EXIT_UNAVAILABLE: Final = 4
 EXIT_API_ERROR: Final = 5
 EXIT_INTERRUPTED: Final = 130
+
+FACTORIAL: Final = "factorial"
+# A progress bar's description shows this much of a job's input, at most.
+DESCRIBE_INPUT_CHARS: Final = 40
 
 Handler = Callable[[Client, argparse.Namespace, Console], int]
 
@@ -89,8 +94,16 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+class UsageError(Exception):
+    """Arguments that parse but do not go together, found before anything is sent."""
+
+
 def _submit(client: Client, args: argparse.Namespace, console: Console) -> int:
-    job = client.submit("factorial", {"n": args.n})
+    try:
+        task, job_input = _job_request(args)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    job = client.submit(task, job_input)
     if not (args.wait or args.output or args.hex):
         print(job.id)
         return EXIT_OK
@@ -103,6 +116,43 @@ def _submit(client: Client, args: argparse.Namespace, console: Console) -> int:
     print(_outcome(job), file=sys.stderr)
     if job.status is not JobStatus.SUCCEEDED:
         return EXIT_JOB_UNSUCCESSFUL
+    if task == FACTORIAL:
+        _write_factorial(client, job, args)
+    else:
+        _write_value(client, job, args)
+    return EXIT_OK
+
+
+def _job_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The task and input that the arguments name, or `UsageError` saying what is wrong."""
+    if args.task is not None and not args.task.strip():
+        raise UsageError("--task must name a task")
+    task: str = args.task or FACTORIAL
+    if args.n is not None and task != FACTORIAL:
+        raise UsageError(f"N is the factorial's input; give task {task!r} its input with --input")
+    if args.hex and task != FACTORIAL:
+        raise UsageError(f"--hex is for the factorial only, not task {task!r}")
+    if args.n is not None and args.input_json is not None:
+        raise UsageError("give N or --input, not both")
+    if args.input_json is not None:
+        return task, _parse_input(args.input_json)
+    if args.n is None:
+        raise UsageError("give N (the factorial of N) or --input JSON (any task's input)")
+    return task, {"n": args.n}
+
+
+def _parse_input(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--input must be a JSON object, like '{\"n\": 20}'")
+    return value
+
+
+def _write_factorial(client: Client, job: Job, args: argparse.Namespace) -> None:
+    """Its digits to --output, or to stdout with a newline."""
     result_format = "hex" if args.hex else None
     if args.output:
         written = client.result(job.id, to=args.output, format=result_format)
@@ -112,7 +162,50 @@ def _submit(client: Client, args: argparse.Namespace, console: Console) -> int:
         client.result(job.id, to=sys.stdout.buffer, format=result_format)
         sys.stdout.buffer.write(b"\n")
         sys.stdout.buffer.flush()
-    return EXIT_OK
+
+
+def _write_value(client: Client, job: Job, args: argparse.Namespace) -> None:
+    """Another task's value in its default format, as the service sends it, to --output
+    or stdout; on stdout, text that does not end a line gets a newline, as digits do."""
+    if args.output:
+        written = client.result(job.id, to=args.output)
+        print(f"wrote {written:,} bytes to {args.output}", file=sys.stderr)
+        return
+    out = _TextEnding(sys.stdout.buffer)
+    client.result(job.id, to=out)
+    if out.is_unended_text:
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+
+
+class _TextEnding:
+    """Writes through, noting whether what went by is UTF-8 text without a final newline."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._is_text = True
+        self._last = b""
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._last = data[-1:]
+        if self._is_text:
+            try:
+                self._is_text = "\x00" not in self._decoder.decode(data)
+            except UnicodeDecodeError:
+                self._is_text = False
+        return self._out.write(data)
+
+    @property
+    def is_unended_text(self) -> bool:
+        if not self._is_text or self._last in (b"", b"\n"):
+            return False
+        try:
+            self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+        return True
 
 
 def _wait_with_progress(client: Client, job: Job, console: Console) -> Job:
@@ -138,9 +231,16 @@ def _wait_with_progress(client: Client, job: Job, console: Console) -> Job:
 
 
 def _describe(job: Job) -> str:
-    what = f"{job.input['n']}!" if job.task == "factorial" and "n" in job.input else job.task
+    """The task, what it computes, and how far it is: `factorial 20! running`."""
     status = "cancel requested" if job.cancel_requested and not job.status.is_terminal else None
-    return f"{what} {status or job.status}"
+    return f"{job.task} {_input_text(job)} {status or job.status}"
+
+
+def _input_text(job: Job) -> str:
+    if job.task == FACTORIAL and isinstance(job.input.get("n"), int):
+        return f"{job.input['n']}!"
+    text = json.dumps(job.input, ensure_ascii=False)
+    return text if len(text) <= DESCRIBE_INPUT_CHARS else text[: DESCRIBE_INPUT_CHARS - 1] + "…"
 
 
 def _share_done(job: Job) -> float:
