@@ -78,6 +78,12 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="pool processes, i.e. jobs run at once (default FACTQ_CONCURRENCY, else the cores)",
     )
+    parser.add_argument(
+        "--tasks",
+        metavar="T,...",
+        default=None,
+        help="serve only these tasks, comma-separated (default FACTQ_WORKER_TASKS, else all)",
+    )
 
 
 def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -174,6 +180,8 @@ def _run_server(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if getattr(args, "concurrency", None) is not None:
         overrides["concurrency"] = args.concurrency
+    if getattr(args, "tasks", None) is not None:
+        overrides["worker_tasks"] = args.tasks
     if getattr(args, "workers", None) is not None:
         overrides["api_workers"] = args.workers
     try:
@@ -185,7 +193,7 @@ def _run_server(args: argparse.Namespace) -> int:
     if args.command == "dev":
         from factq.cli import serve
 
-        return serve.run_dev(args.host, args.port, settings.concurrency, settings.api_workers)
+        return serve.run_dev(args.host, args.port, settings)
     try:
         if args.command == "api":
             from factq.cli import serve

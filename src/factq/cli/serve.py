@@ -27,6 +27,7 @@ from factq.broker import Broker
 from factq.logs import configure_logging, route_server_logs
 from factq.settings import Settings
 from factq.state.store import Store
+from factq.tasks import TaskRegistry
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -170,16 +171,22 @@ def server_config(
 
 async def _preflight(settings: Settings) -> None:
     """Fail with one clear line, not a traceback, when a backing service is missing."""
-    async with Store.open(settings) as store, Broker.open(settings, name="factq-preflight"):
+    tasks = list(TaskRegistry.from_settings(settings))
+    async with (
+        Store.open(settings) as store,
+        Broker.open(settings, tasks=tasks, name="factq-preflight"),
+    ):
         await store.ping()
 
 
-def run_dev(host: str, port: int, concurrency: int, api_workers: int) -> int:
+def run_dev(host: str, port: int, settings: Settings) -> int:
     """The API and a worker as child processes; the first to exit stops the other."""
     python = [sys.executable, "-m", "factq"]
+    api_workers, concurrency = settings.api_workers, settings.concurrency
     api = ["api", "--host", host, "--port", str(port), "--workers", str(api_workers)]
+    worker = ["worker", "--concurrency", str(concurrency), "--tasks", settings.worker_tasks]
     children = [
-        subprocess.Popen([*python, "worker", "--concurrency", str(concurrency)]),
+        subprocess.Popen([*python, *worker]),
         subprocess.Popen([*python, *api]),
     ]
     stopping = False
