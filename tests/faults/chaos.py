@@ -232,13 +232,13 @@ class Chaos:
             name = self.service.start_worker()
             path = self.service.logs / f"{name}.log"
             deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-            while "consuming " not in path.read_text(errors="replace"):
+            while "serving " not in path.read_text(errors="replace"):
                 if time.monotonic() > deadline or self.service.processes[name].poll() is not None:
-                    self.problems.append(f"replacement {name} did not start consuming")
+                    self.problems.append(f"replacement {name} did not start serving")
                     break
                 time.sleep(0.05)
             else:
-                self._note(f"{name} started and consuming")
+                self._note(f"{name} started and serving")
 
 
 class _LogTail:

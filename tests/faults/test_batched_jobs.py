@@ -31,8 +31,7 @@ from factq.tasks.embed import load_model
 from tests.conftest import make_settings
 from tests.faults.checks import count_completed_twice
 from tests.support.backends import delete_namespace
-from tests.support.procs import Proc, descendants, kill_all, wait_gone
-from tests.support.service import Service, running_service
+from tests.support.service import Service, running_service_reaped
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -62,20 +61,8 @@ def batch_settings() -> Iterator[Settings]:
 def service(batch_settings: Settings, tmp_path: Path) -> Iterator[Service]:
     logs = tmp_path / "logs"
     logs.mkdir()
-    tree: list[Proc] = []
-    try:
-        with running_service(batch_settings, logs, workers=WORKERS, concurrency=1) as service:
-            try:
-                yield service
-            finally:
-                tree = [
-                    child
-                    for process in service.processes.values()
-                    if process.poll() is None
-                    for child in descendants(process.pid)
-                ]
-    finally:
-        kill_all(wait_gone(tree, 10))
+    with running_service_reaped(batch_settings, logs, workers=WORKERS, concurrency=1) as service:
+        yield service
 
 
 def texts_for(rng: random.Random) -> list[str]:

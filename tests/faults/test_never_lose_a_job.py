@@ -35,9 +35,8 @@ from tests.faults.checks import (
 )
 from tests.faults.figures import Figures
 from tests.faults.load import REQUEST_TIMEOUT_S, ApiAnswers, Submitter, probe
-from tests.support.procs import Proc, descendants, kill_all, wait_gone
 from tests.support.redis_server import RedisServer
-from tests.support.service import Service, running_service
+from tests.support.service import Service, running_service_reaped
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -62,22 +61,12 @@ def service(fault_settings: Settings, tmp_path: Path) -> Iterator[Service]:
     and RabbitMQ runs."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    tree: list[Proc] = []
     try:
-        with running_service(
+        with running_service_reaped(
             fault_settings, logs, workers=WORKERS, concurrency=CONCURRENCY
         ) as service:
-            try:
-                yield service
-            finally:
-                tree = [
-                    child
-                    for process in service.processes.values()
-                    if process.poll() is None
-                    for child in descendants(process.pid)
-                ]
+            yield service
     finally:
-        kill_all(wait_gone(tree, 10))
         ensure_rabbitmq_running()
 
 

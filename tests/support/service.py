@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from factq.settings import Settings
 from tests.support import secrets_watch
+from tests.support.procs import Proc, descendants, kill_all, wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,3 +154,25 @@ def _wait_ready(
             pass
         time.sleep(0.1)
     raise RuntimeError(f"factq did not become ready in {timeout_s} s\n{service.log_text()}")
+
+
+@contextmanager
+def running_service_reaped(
+    settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2
+) -> Iterator[Service]:
+    """`running_service`; on exit every process its processes started is gone
+    too, such as the pool processes of a worker the test killed."""
+    tree: list[Proc] = []
+    try:
+        with running_service(settings, logs, workers=workers, concurrency=concurrency) as service:
+            try:
+                yield service
+            finally:
+                tree = [
+                    child
+                    for process in service.processes.values()
+                    if process.poll() is None
+                    for child in descendants(process.pid)
+                ]
+    finally:
+        kill_all(wait_gone(tree, 10))
