@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from factq.broker import Broker, JobMessage
+from factq.errors import FactqError
 from factq.settings import Settings
 from factq.state.store import Store
-from factq.worker import Worker
+from factq.worker import Worker, runner
 from tests.conftest import api_client, running_worker
 from tests.support.backends import queue_depth
 from tests.support.tasks import executions
@@ -268,3 +269,29 @@ async def test_a_job_message_of_a_served_task_is_published_to_its_queue(
     await broker.publish_jobs([JobMessage(job_id="d" * 32, task="tally", input={})])
     assert await queue_depth(settings, "tally") == 1
     assert await queue_depth(settings, "record") == 0
+
+
+async def test_a_worker_left_with_no_task_to_serve_does_not_start(settings_factory) -> None:
+    settings = settings_factory(worker_tasks="broken_model", concurrency=1)
+    with pytest.raises(FactqError, match="no task to serve"):
+        async with Worker(settings):
+            pass
+
+
+async def test_a_task_whose_model_does_not_fit_in_memory_is_left_out(
+    settings_factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # embed needs 512 MiB in each of 2 processes; say 600 MiB are available.
+    monkeypatch.setattr(runner, "available_memory_mib", lambda: 600)
+    settings = settings_factory(worker_tasks="embed,record", concurrency=2)
+    with caplog.at_level(logging.ERROR, logger="factq"):
+        async with Worker(settings) as worker:
+            assert worker._jobs is not None
+            assert [task.name for task in worker._jobs._tasks] == ["record"]
+            # Its model was never loaded: the pool loads none.
+            assert pool_of(worker).loaded == set()
+    [line] = [r.getMessage() for r in caplog.records if "embed" in r.getMessage()]
+    assert line == (
+        "task embed: needs 512 MiB in each of 2 pool processes, 600 MiB available "
+        "(fewer processes, or fewer tasks per worker with --tasks); taking none of its jobs"
+    )
