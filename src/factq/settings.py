@@ -33,7 +33,17 @@ class Settings(BaseSettings):
 
     # Backing services.
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # The URL names any node of a Redis Cluster (the others are discovered).
+    redis_cluster: bool = False
+    # Replicas each state change that a reply or an acknowledgement depends on
+    # must reach (Redis's WAIT) first: 0 trusts the master alone.
+    redis_min_replicas: int = Field(0, ge=0, le=16)
+    # One URL, or one per node of a RabbitMQ cluster, comma-separated: each is
+    # tried in turn when connecting and reconnecting.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Replicas of each task's quorum queue when it is first declared
+    # (x-quorum-initial-group-size); 0: RabbitMQ's default.
+    quorum_initial_group_size: int = Field(0, ge=0, le=99)
     namespace: str = Field("factq", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     redis_max_connections: int = Field(100, ge=2)
 
@@ -92,6 +102,10 @@ class Settings(BaseSettings):
     api_workers: int = Field(1, ge=1, le=64)
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: LogLevel = "info"
+    # text: for people; json: one object a line, for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
+    # A worker's Prometheus /metrics port (`factq worker --metrics-port`); 0: none.
+    metrics_port: int = Field(0, ge=0, le=65_535)
 
     @field_validator("rate_limit")
     @classmethod
@@ -128,6 +142,12 @@ class Settings(BaseSettings):
         """How long a deterministic task's outcome answers identical jobs (0: never);
         no longer than results are kept."""
         return min(self.result_cache_ttl_s, self.result_ttl_s)
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker's URLs, from the comma-separated `amqp_url`, in the order tried."""
+        urls = self.amqp_url.get_secret_value().split(",")
+        return [url.strip() for url in urls if url.strip()]
 
     @property
     def api_key_list(self) -> list[str]:
