@@ -17,6 +17,10 @@ stage "compose file"
 # Against the Compose Specification's schema shipped with check-jsonschema:
 # offline, and no system package needed.
 $bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+stage "kubernetes manifests"
+# deploy/k8s against Kubernetes' schemas (shipped with kubernetes-validate) and
+# KEDA's (vendored in deploy/k8s/schemas), strict, then their cross-references.
+$bin/python scripts/validate-k8s.py
 stage "browser"
 # The browser tests drive Debian's chromium (never a downloaded browser).
 if ! command -v chromium >/dev/null && [[ $(id -u) == 0 && -f /etc/debian_version ]]; then
