@@ -35,7 +35,18 @@ async def test_published_jobs_are_persistent_and_named(broker: Broker, settings:
         await got.ack()
     assert got.message_id == message.job_id
     assert got.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert json.loads(got.body) == {"job_id": "ab" * 16, "task": "factorial", "input": {"n": 5}}
+    assert json.loads(got.body) == {
+        "job_id": "ab" * 16,
+        "task": "factorial",
+        "input": {"n": 5},
+        "request_id": None,
+    }
+
+
+def test_a_message_from_before_request_ids_is_still_read() -> None:
+    old = b'{"job_id": "abababababababababababababababab", "task": "factorial", "input": {"n": 5}}'
+    message = JobMessage.model_validate_json(old)
+    assert message.request_id is None and message.input == {"n": 5}
 
 
 async def test_queue_stats(broker: Broker) -> None:

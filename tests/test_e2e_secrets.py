@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +19,7 @@ from tests.conftest import make_settings
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
 from tests.support.service import running_service
+from tests.support.webhook_receiver import Receiver, receiving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -32,33 +31,11 @@ HOOK_PASSWORD = "h00k-passw0rd-never-logged"
 HOOK_TOKEN = "h00k-query-t0ken-never-logged"
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """Takes webhook deliveries; keeps each one's path and Authorization."""
-
-    received: ClassVar[list[tuple[str, str]]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.received.append((self.path, self.headers.get("authorization", "")))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[int]:
     """A webhook receiver on a free loopback port, in a thread."""
-    Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with receiving() as port:
+        yield port
 
 
 @pytest.fixture

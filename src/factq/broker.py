@@ -53,6 +53,9 @@ class JobMessage(BaseModel):
     job_id: str
     task: str
     input: dict[str, Any]
+    # The X-Request-ID of the request that submitted the job, for the worker's
+    # log lines; messages queued before it existed have none.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

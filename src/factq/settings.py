@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 CONSUMER_TIMEOUT_MARGIN_S = 60.0
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 class BatchSettings(BaseModel):
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, ge=0)
     log_level: LogLevel = "info"
     # text: for people; json: one object a line, for a log pipeline.
-    log_format: Literal["text", "json"] = "text"
+    log_format: LogFormat = "text"
     # A worker's Prometheus /metrics port (`factq worker --metrics-port`); 0: none.
     metrics_port: int = Field(0, ge=0, le=65_535)
 

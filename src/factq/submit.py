@@ -32,6 +32,7 @@ from factq.errors import (
     JobNotFound,
     validation_details,
 )
+from factq.logs import current_request_id
 from factq.schema import Job, JobRequest
 from factq.settings import Settings
 from factq.state.computations import Computation
@@ -251,7 +252,12 @@ class Submitter:
             else:
                 if stale and await store.jobs.is_provisional(job.id):
                     logger.warning("queueing job %s again: its request never confirmed it", job.id)
-                    message = JobMessage(job_id=job.id, task=job.task, input=job.input)
+                    message = JobMessage(
+                        job_id=job.id,
+                        task=job.task,
+                        input=job.input,
+                        request_id=current_request_id(),
+                    )
                     await self._broker.publish_jobs([message])
                     await store.jobs.confirm([job.id])
                 return job
@@ -272,11 +278,14 @@ class Submitter:
         )
         answered = await self._answer(jobs, earlier)
         unanswered = [job for job in jobs if job.job_id not in answered]
+        request_id = current_request_id()
         try:
             if unanswered:
                 await self._broker.publish_jobs(
                     [
-                        JobMessage(job_id=job.job_id, task=job.task, input=job.input)
+                        JobMessage(
+                            job_id=job.job_id, task=job.task, input=job.input, request_id=request_id
+                        )
                         for job in unanswered
                     ]
                 )
@@ -287,6 +296,8 @@ class Submitter:
                 # Redis is down too: the provisional TTL removes them.
                 logger.warning("could not discard %d unpublished jobs", len(unanswered))
             raise
+        for job in unanswered:
+            logger.info("job %s queued: %s", job.job_id, job.task, extra={"job_id": job.job_id})
         return [answered.get(job.id, job) for job in created]
 
     def _computations(self, jobs: Sequence[NewJob]) -> dict[str, Computation]:
@@ -342,6 +353,12 @@ class Submitter:
                 continue
             if transition.outcome == Outcome.FINISHED and transition.job is not None:
                 answered[job.job_id] = transition.job
+                logger.info(
+                    "job %s answered at submission as job %s ended",
+                    job.job_id,
+                    earlier[job.job_id],
+                    extra={"job_id": job.job_id},
+                )
         return answered
 
     async def _confirm(self, job_ids: list[str]) -> None:

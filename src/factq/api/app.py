@@ -20,6 +20,7 @@ from factq.api.docs import install_docs
 from factq.api.errors import install_error_handlers
 from factq.api.openapi import install_openapi
 from factq.api.ratelimit import SubmissionLimiter
+from factq.api.request_ids import with_request_id
 from factq.api.streams import StreamSlots
 from factq.api.uploads import update_body_limit
 from factq.broker import Broker
@@ -42,10 +43,14 @@ Errors are always `{"error": {"type": "...", "message": "..."}}`.
 
 
 class FactqAPI(FastAPI):
-    """FastAPI, with the event sockets served ahead of its middleware and routing
-    (`events.served_directly`)."""
+    """FastAPI, with each request given its id (`with_request_id`, outermost: an
+    error's 500 carries it too), and the event sockets served ahead of its
+    middleware and routing (`events.served_directly`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await with_request_id(self._serve, scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await events.served_directly(scope, receive, send):
             await super().__call__(scope, receive, send)
 
@@ -113,8 +118,14 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
             CORSMiddleware,
             allow_origins=settings.allowed_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer"],
-            expose_headers=["Location", "Retry-After", "Preference-Applied"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Prefer",
+                "X-Request-ID",
+            ],
+            expose_headers=["Location", "Retry-After", "Preference-Applied", "X-Request-ID"],
         )
     install_error_handlers(app)
     install_openapi(app, tasks, settings)

@@ -187,9 +187,9 @@ def _run_server(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"factq: invalid settings:\n{exc}", file=sys.stderr)
+        _refuse_settings(exc)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "dev":
         from factq.cli import serve
 
@@ -207,6 +207,22 @@ def _run_server(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _refuse_settings(exc: Exception) -> None:
+    """Say why the settings are invalid: in a JSON line when FACTQ_LOG_FORMAT asks
+    for them (read as it is given, since the settings are what failed)."""
+    import os
+
+    if os.environ.get("FACTQ_LOG_FORMAT") != "json":
+        print(f"factq: invalid settings:\n{exc}", file=sys.stderr)
+        return
+    import logging
+
+    from factq.logs import configure_logging
+
+    configure_logging("error", "json")
+    logging.getLogger("factq").error("invalid settings: %s", exc)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def _serve_in_child(host: str, port: int, listening: socket.socket) -> None:
     """One of several API processes (spawned): settings and logging as its parent's,
     from the same FACTQ_* environment."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     sys.exit(_serve(settings, host, port, [listening]))
 
 
@@ -96,7 +96,10 @@ class ApiProcesses:
 
     def __init__(self, host: str, port: int) -> None:
         self._host, self._port = host, port
-        self._listening = uvicorn.Config("factq.api:create_app", host=host, port=port).bind_socket()
+        # No log_config, as for the servers: uvicorn's would replace factq's
+        # handler with its own for the line that binding logs, and after it.
+        config = uvicorn.Config("factq.api:create_app", host=host, port=port, log_config=None)
+        self._listening = config.bind_socket()
         self._context = multiprocessing.get_context("spawn")
         self._children: list[multiprocessing.process.BaseProcess] = []
 

@@ -193,10 +193,16 @@ class Batcher:
         )
         started = []
         for waiting, transition in zip(batch, transitions, strict=True):
+            job = waiting.job
+            # The batch's lines are about several jobs: each names its own.
+            about = {"job_id": job.job_id, "request_id": job.request_id}
             if transition.outcome == Outcome.STARTED:
                 started.append(waiting)
+                logger.info("job %s started: %s, in a batch", job.job_id, job.task, extra=about)
             else:
-                logger.info("job %s is %s; not running it", waiting.job.job_id, transition.outcome)
+                logger.info(
+                    "job %s is %s; not running it", job.job_id, transition.outcome, extra=about
+                )
                 waiting.end(NotStarted("ack"))
         return started
 

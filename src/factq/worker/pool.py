@@ -31,7 +31,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
-from factq.settings import Settings
+from factq.logs import configure_logging, log_context
+from factq.settings import LogFormat, LogLevel, Settings
 from factq.tasks import TaskOutput
 from factq.worker.progress import ProgressReporter
 
@@ -94,10 +95,12 @@ def _serve(
     redis_url: str,
     namespace: str,
     worker_pid: int,
+    log_setup: tuple[LogLevel, LogFormat],
 ) -> None:
     """A pool process: start, load each task's model, say which could not
     load, then run each task sent until the worker closes its end."""
     global _reporter
+    configure_logging(*log_setup)  # its lines in its worker's format
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which ends us
     _die_with(worker_pid)
     # The cores are shared among the pool's processes: a numeric library that
@@ -174,7 +177,8 @@ def _run(
     if model_of is not None:
         extras["model"] = _models[model_of]
     if not batched:
-        return function(**payload, **extras)
+        with log_context(job_id=job_ids[0]):
+            return function(**payload, **extras)
     return _run_batch(function, payload, extras)
 
 
@@ -437,6 +441,7 @@ class TaskPool:
             settings.redis_url.get_secret_value(),
             settings.namespace,
             os.getpid(),
+            (settings.log_level, settings.log_format),
         )
         process = await _Process.start(self._context, initargs)
         if self._closed:

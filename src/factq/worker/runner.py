@@ -26,10 +26,11 @@ from pydantic import ValidationError
 from factq.aio import cancel_and_wait
 from factq.broker import Broker, Consumer, JobMessage, Settlement, settle
 from factq.errors import BackendUnavailable, FactqError, JobNotFound, QueueFull, UnknownTask
+from factq.logs import log_context
 from factq.schema import JobError, JobStatus
 from factq.settings import Settings
 from factq.state.computations import Computation
-from factq.state.records import Outcome
+from factq.state.records import Outcome, Transition
 from factq.state.store import Store
 from factq.tasks import Task, TaskOutput, TaskRegistry
 from factq.worker.batching import Batcher, NotStarted
@@ -284,6 +285,13 @@ class JobRunner:
     async def _hold(
         self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
     ) -> None:
+        # Every line logged while the job is in hand is about it (this task's context).
+        with log_context(job_id=job.job_id, request_id=job.request_id):
+            await self._hold_in_context(job, message, cancel)
+
+    async def _hold_in_context(
+        self, job: JobMessage, message: AbstractIncomingMessage, cancel: asyncio.Event
+    ) -> None:
         try:
             await self._process(job, message, cancel)
         except asyncio.CancelledError:
@@ -319,6 +327,7 @@ class JobRunner:
                 logger.info("job %s is %s; not running it", job.job_id, started.outcome)
                 await settle(message, "ack")
                 return
+            logger.info("job %s started: %s", job.job_id, job.task)
             shared = self._sharing.of(job)
             try:
                 attempt = await self._attempt(job, shared, cancel)
@@ -382,12 +391,14 @@ class JobRunner:
         if isinstance(attempt, Exception):
             error = _job_error(attempt)
             ended = await retry_backend(lambda: store.runs.mark_failed(job.job_id, error), stop)
+            _log_end(job, ended, error)
         else:
             output = attempt
             ended = await retry_backend(
                 lambda: store.runs.mark_succeeded(job.job_id, output.summary, output.formats),
                 stop,
             )
+            _log_end(job, ended, None)
         await self._sharing.share_outcome(shared, ended)
         return "ack"
 
@@ -425,12 +436,16 @@ class JobRunner:
         held a batch's jobs, or one that stopped, returns them all. The job's
         record counts the runs that started (`attempts`), and only those fail it.
         """
-        store = self._store
         try:
             job = JobMessage.model_validate_json(message.body)
         except ValidationError:
             await settle(message, "ack")
             return
+        with log_context(job_id=job.job_id, request_id=job.request_id):
+            await self._dead_letter(job, message)
+
+    async def _dead_letter(self, job: JobMessage, message: AbstractIncomingMessage) -> None:
+        store = self._store
         try:
             if await self._started_too_few_times(job):
                 await self._broker.publish_jobs([job])
@@ -446,11 +461,13 @@ class JobRunner:
                     message=f"delivered {self._settings.max_attempts} times without finishing",
                 )
             )
-            await store.runs.mark_failed(job.job_id, error)
+            ended = await store.runs.mark_failed(job.job_id, error)
         except (BackendUnavailable, QueueFull):
             await asyncio.sleep(DEAD_LETTER_RETRY_S)
             await settle(message, "requeue")
             return
+        if ended.outcome == Outcome.FINISHED:
+            logger.warning("job %s failed: %s: %s", job.job_id, error.type, error.message)
         await settle(message, "ack")
 
     async def _started_too_few_times(self, job: JobMessage) -> bool:
@@ -472,6 +489,15 @@ def available_memory_mib() -> int | None:
     except OSError:
         pass
     return None
+
+
+def _log_end(job: JobMessage, ended: Transition, error: JobError | None) -> None:
+    if ended.outcome != Outcome.FINISHED:
+        logger.info("job %s ran; its outcome is not stored (%s)", job.job_id, ended.outcome)
+    elif error is None:
+        logger.info("job %s succeeded", job.job_id)
+    else:
+        logger.warning("job %s failed: %s: %s", job.job_id, error.type, error.message)
 
 
 def _job_error(exc: Exception) -> JobError:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from factq.errors import BackendUnavailable, InvalidWebhook
-from factq.logs import redact
+from factq.logs import log_context, redact
 from factq.schema import WebhookDelivery
 from factq.settings import Settings
 from factq.state.store import Store
@@ -75,7 +75,9 @@ class WebhookSender:
                 continue
             for task in tasks:
                 await self._slots.acquire()
-                sending = asyncio.create_task(self._deliver(ssl_context, secret, task, stop))
+                # The delivery's lines, the HTTP client's too, are about its job.
+                with log_context(job_id=task.job_id):
+                    sending = asyncio.create_task(self._deliver(ssl_context, secret, task, stop))
                 self._sending.add(sending)
                 sending.add_done_callback(self._sent)
         if self._sending:
