@@ -7,7 +7,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,38 @@ def test_a_message_whose_arguments_do_not_fit_is_still_one_line() -> None:
     line = only_line(out)
     assert line["message"] == "%d jobs"
     assert line["format_error"].startswith("TypeError: ")
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_an_uncaught_exception_is_one_json_line() -> None:
+    done = run_python(
+        "from factq.logs import configure_logging\n"
+        "configure_logging('info', 'json')\n"
+        "raise RuntimeError('cannot reach amqp://guest:s3cret-pw@rabbit/')\n"
+    )
+    assert done.returncode == 1
+    [line] = [json.loads(text) for text in done.stderr.splitlines()]
+    assert line["level"] == "CRITICAL" and line["message"] == "uncaught exception"
+    assert line["exception"].endswith("RuntimeError: cannot reach amqp://***@rabbit/")
+    assert "s3cret-pw" not in done.stderr
+
+
+def test_invalid_settings_are_a_json_line_when_json_is_asked() -> None:
+    done = run_python(
+        "import sys; from factq.cli import main; sys.exit(main(['worker']))",
+        FACTQ_LOG_FORMAT="json",
+        FACTQ_MAX_N="-1",
+    )
+    assert done.returncode == 2
+    [line] = [json.loads(text) for text in done.stderr.splitlines()]
+    assert line["level"] == "ERROR" and line["message"].startswith("invalid settings: ")
+    assert "max_n" in line["message"]
