@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from factq import metrics
 from factq.broker import Broker, JobMessage
 from factq.errors import (
     FactqError,
@@ -298,6 +299,8 @@ class Submitter:
             raise
         for job in unanswered:
             logger.info("job %s queued: %s", job.job_id, job.task, extra={"job_id": job.job_id})
+        for job in jobs:
+            metrics.jobs_submitted(job.task).inc()
         return [answered.get(job.id, job) for job in created]
 
     def _computations(self, jobs: Sequence[NewJob]) -> dict[str, Computation]:

@@ -11,7 +11,7 @@ from factq.api.openapi import ERROR_SCHEMA
 from tests.conftest import make_settings
 
 # The routes that need no API key.
-OPEN_PATHS = ("/healthz", "/readyz")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 @pytest.fixture(scope="module")

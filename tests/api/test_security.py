@@ -106,7 +106,7 @@ async def test_each_key_lists_only_its_own_jobs(client: httpx.AsyncClient) -> No
 
 
 async def test_health_and_docs_need_no_key(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/readyz", "/openapi.json", "/"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/"):
         assert (await client.get(path)).status_code == 200, path
 
 

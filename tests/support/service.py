@@ -103,9 +103,16 @@ def environment(settings: Settings) -> dict[str, str]:
 
 @contextmanager
 def running_service(
-    settings: Settings, logs: Path, *, workers: int = 1, concurrency: int = 2, apis: int = 1
+    settings: Settings,
+    logs: Path,
+    *,
+    workers: int = 1,
+    concurrency: int = 2,
+    apis: int = 1,
+    worker_args: Sequence[str] = (),
 ) -> Iterator[Service]:
-    """Start `apis` API and `workers` worker processes; stop them all with SIGTERM on exit."""
+    """Start `apis` API and `workers` worker processes (`factq worker ... worker_args`);
+    stop them all with SIGTERM on exit."""
     secrets_watch.remember(settings)
     secrets_watch.log_dirs.add(logs)
     ports = [free_port() for _ in range(apis)]
@@ -114,7 +121,7 @@ def running_service(
         [f"http://127.0.0.1:{port}" for port in ports],
         logs,
         env=environment(settings),
-        worker_command=[*factq, "worker", "--concurrency", str(concurrency)],
+        worker_command=[*factq, "worker", "--concurrency", str(concurrency), *worker_args],
     )
     commands = {f"worker-{i}": service.worker_command for i in range(workers)}
     for i, port in enumerate(ports):

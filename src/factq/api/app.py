@@ -12,13 +12,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
 import factq
-from factq.api import compat, events, health, jobs, page
+from factq.api import compat, events, health, jobs, page, prometheus
 from factq.api.body_limit import BodySizeLimit
 from factq.api.conversions import Conversions
 from factq.api.deps import Resources
 from factq.api.docs import install_docs
 from factq.api.errors import install_error_handlers
 from factq.api.openapi import install_openapi
+from factq.api.queue_gauges import QueueGauges
 from factq.api.ratelimit import SubmissionLimiter
 from factq.api.request_ids import with_request_id
 from factq.api.streams import StreamSlots
@@ -89,6 +90,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
                         "conversions": conversions,
                         "limiter": limiter,
                         "streams": StreamSlots(settings.max_streams_per_caller),
+                        "queues": QueueGauges(broker),
                         "stopping": app.state.stopping,
                     }
                 finally:
@@ -133,6 +135,7 @@ def create_app(settings: Settings, registry: TaskRegistry | None = None) -> Fast
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     app.include_router(compat.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files(), name="static")

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from factq import metrics
 from factq.errors import Forbidden, Unauthorized
 from factq.settings import Settings
 
@@ -112,12 +113,15 @@ async def _first_message_owner(websocket: WebSocket, settings: Settings) -> str 
         token = None
     owner = match_key(token, settings) if isinstance(token, str) else None
     if owner is None:
+        metrics.rejected(401, Unauthorized.type).inc()
         await websocket.close(CLOSE_POLICY, 'an API key is needed: send {"token": "<key>"}')
     return owner
 
 
 async def _deny(websocket: WebSocket, status_code: int, error_type: str, message: str) -> None:
     """Refuse the handshake with an HTTP answer in the contract's error shape."""
+    if status_code == 401:
+        metrics.rejected(status_code, error_type).inc()
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
     response = JSONResponse(
         {"error": {"type": error_type, "message": message}}, status_code, headers=headers

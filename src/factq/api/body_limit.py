@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from factq import metrics
 from factq.api.errors import error_response
 from factq.errors import PayloadTooLarge
 
@@ -54,6 +55,7 @@ class BodySizeLimit:
 
 
 def _refusal(max_bytes: int) -> ASGIApp:
+    metrics.rejected(413, PayloadTooLarge.type).inc()
     return error_response(
         413, PayloadTooLarge.type, f"the request body is over the limit of {max_bytes} bytes"
     )

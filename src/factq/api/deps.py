@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection, Request
 
 from factq.api.auth import check_worker_token, request_owner
 from factq.api.conversions import Conversions
+from factq.api.queue_gauges import QueueGauges
 from factq.api.ratelimit import SubmissionLimiter
 from factq.api.streams import StreamSlots
 from factq.broker import Broker
@@ -39,6 +40,7 @@ class Resources(TypedDict):
     conversions: Conversions
     limiter: SubmissionLimiter
     streams: StreamSlots
+    queues: QueueGauges
     # Set when the server is asked to stop: long waits answer at once.
     stopping: asyncio.Event
 
@@ -67,6 +69,7 @@ HubDep = Annotated[EventHub, Depends(from_state("hub", EventHub))]
 ConversionsDep = Annotated[Conversions, Depends(from_state("conversions", Conversions))]
 LimiterDep = Annotated[SubmissionLimiter, Depends(from_state("limiter", SubmissionLimiter))]
 StreamsDep = Annotated[StreamSlots, Depends(from_state("streams", StreamSlots))]
+QueueGaugesDep = Annotated[QueueGauges, Depends(from_state("queues", QueueGauges))]
 
 
 async def get_owner(request: Request, settings: SettingsDep) -> str:

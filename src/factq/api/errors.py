@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
-from factq import errors
+from factq import errors, metrics
 from factq.api.deps import JOB_ID
 from factq.errors import first_problem, validation_details
 
@@ -36,6 +36,10 @@ STATUS_CODES: dict[type[errors.FactqError], int] = {
     errors.BackendUnavailable: 503,
     errors.QueueFull: 503,
 }
+
+# Refusals counted as such (factq_api_rejected_requests_total): the caller's
+# key, its rate, or the service's capacity, not a mistake in the request.
+REJECTIONS = frozenset({401, 413, 429, 503})
 
 HTTP_ERROR_TYPES = {
     400: "invalid_request",
@@ -72,6 +76,10 @@ def status_code_for(exc: errors.FactqError) -> int:
 async def _factq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.FactqError)
     status_code = status_code_for(exc)
+    # A 413 is counted where it is answered (BodySizeLimit), which also raises
+    # it, to end the app's read: its answer here is never sent.
+    if status_code in REJECTIONS and status_code != 413:
+        metrics.rejected(status_code, exc.type).inc()
     headers = None
     if isinstance(exc, errors.RetryLater):
         headers = {"Retry-After": str(exc.retry_after_s)}

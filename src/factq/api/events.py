@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from factq import metrics
 from factq.aio import cancel_and_wait
 from factq.api.auth import socket_owner
 from factq.api.deps import (
@@ -197,11 +198,15 @@ async def _holding_a_slot(
     try:
         slot = streams.acquire(caller_of(websocket, owner))
     except RateLimited as exc:
+        metrics.rejected(429, exc.type).inc()
         await _refuse(websocket, exc)
         return
+    open_sockets = metrics.open_streams("websocket")
+    open_sockets.inc()
     try:
         await serve()
     finally:
+        open_sockets.dec()
         slot.release()
 
 
@@ -367,9 +372,12 @@ async def _stream_slot(
     """Held while the stream is open (FastAPI ends it after the response): a 429
     before the stream starts for a caller with too many open."""
     slot = streams.acquire(caller_of(request, owner))
+    open_streams = metrics.open_streams("sse")
+    open_streams.inc()
     try:
         yield
     finally:
+        open_streams.dec()
         slot.release()
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from factq import metrics
 from factq.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
+            metrics.rejected(503, "max_connections").inc()
             transport.write(BUSY_RESPONSE)
             transport.close()
             return

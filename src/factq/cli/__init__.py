@@ -84,6 +84,14 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve only these tasks, comma-separated (default FACTQ_WORKER_TASKS, else all)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        default=None,
+        help="serve the worker's Prometheus metrics at :P/metrics "
+        "(default FACTQ_METRICS_PORT, else none)",
+    )
 
 
 def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -184,6 +192,8 @@ def _run_server(args: argparse.Namespace) -> int:
         overrides["worker_tasks"] = args.tasks
     if getattr(args, "workers", None) is not None:
         overrides["api_workers"] = args.workers
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -7,21 +7,26 @@ the worker (`factq.cli.work`) and the job commands, as clients, never need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import multiprocessing
 import multiprocessing.process
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from factq import metrics
 from factq.api.server import Server, protocol_for, raise_descriptor_limit
 from factq.broker import Broker
 from factq.logs import configure_logging, route_server_logs
@@ -79,16 +84,34 @@ def _supervise(settings: Settings, host: str, port: int) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.set())
-    processes = ApiProcesses(host, port)
+    with metrics_directory():
+        processes = ApiProcesses(host, port)
+        try:
+            processes.start(settings.api_workers)
+            logger.info(
+                "serving the API with %d processes on %s:%d", settings.api_workers, host, port
+            )
+            while not stopping.wait(SUPERVISE_EVERY_S):
+                if not processes.keep_alive():
+                    return STARTUP_FAILED
+            return 0
+        finally:
+            processes.stop(settings.shutdown_grace_s + 10)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[None]:
+    """A fresh directory for the metrics of the API processes about to start
+    (prometheus-client's multiprocess mode: each writes its values there, and
+    any one's /metrics sums them all), removed once they are gone."""
+    path = tempfile.mkdtemp(prefix="factq-metrics-")
+    # Set before any process starts: each reads it as it imports the library.
+    os.environ[metrics.MULTIPROC_DIR_ENV] = path
     try:
-        processes.start(settings.api_workers)
-        logger.info("serving the API with %d processes on %s:%d", settings.api_workers, host, port)
-        while not stopping.wait(SUPERVISE_EVERY_S):
-            if not processes.keep_alive():
-                return STARTUP_FAILED
-        return 0
+        yield
     finally:
-        processes.stop(settings.shutdown_grace_s + 10)
+        os.environ.pop(metrics.MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class ApiProcesses:
@@ -118,6 +141,9 @@ class ApiProcesses:
             logger.warning(
                 "API process %s exited (%s); starting another", child.pid, child.exitcode
             )
+            if child.pid is not None:
+                # Its gauges (open streams) no longer count; its counters still do.
+                metrics.process_gone(child.pid)
             self._children[i] = self._spawn()
         return True
 
@@ -188,6 +214,7 @@ def run_dev(host: str, port: int, settings: Settings) -> int:
     api_workers, concurrency = settings.api_workers, settings.concurrency
     api = ["api", "--host", host, "--port", str(port), "--workers", str(api_workers)]
     worker = ["worker", "--concurrency", str(concurrency), "--tasks", settings.worker_tasks]
+    worker += ["--metrics-port", str(settings.metrics_port)]
     children = [
         subprocess.Popen([*python, *worker]),
         subprocess.Popen([*python, *api]),

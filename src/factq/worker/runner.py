@@ -23,6 +23,7 @@ from typing import Final, Self
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from factq import metrics
 from factq.aio import cancel_and_wait
 from factq.broker import Broker, Consumer, JobMessage, Settlement, settle
 from factq.errors import BackendUnavailable, FactqError, JobNotFound, QueueFull, UnknownTask
@@ -94,6 +95,7 @@ class Worker:
 
     async def _connect(self) -> Connected:
         settings = self.settings
+        self._serve_metrics()
         store = await self._stack.enter_async_context(Store.open(settings))
         await store.ping()
         for warning in await store.durability_warnings():
@@ -120,6 +122,18 @@ class Worker:
             )
         )
         return Connected(store, broker, pool, tuple(tasks))
+
+    def _serve_metrics(self) -> None:
+        """The worker's series on FACTQ_METRICS_PORT (none when 0), until it exits."""
+        port = self.settings.metrics_port
+        if not port:
+            return
+        try:
+            stop = metrics.serve(port)
+        except OSError as exc:
+            raise FactqError(f"cannot serve metrics on port {port}: {exc}") from exc
+        self._stack.callback(stop)
+        logger.info("metrics at http://0.0.0.0:%d/metrics", port)
 
     def _tasks_that_fit(self, tasks: list[Task]) -> list[Task]:
         """The tasks whose pool processes fit in the memory available now."""
@@ -279,6 +293,7 @@ class JobRunner:
         cancel = asyncio.Event()
         task = asyncio.create_task(self._hold(job, message, cancel))
         held = self._running[job.job_id] = HeldJob(task, cancel)
+        metrics.JOBS_IN_FLIGHT.inc()
         task.add_done_callback(lambda _: self._forget(job.job_id, held))
         await asyncio.shield(task)
 
@@ -305,6 +320,7 @@ class JobRunner:
             await settle(message, "requeue")
 
     def _forget(self, job_id: str, held: HeldJob) -> None:
+        metrics.JOBS_IN_FLIGHT.dec()
         # A redelivered copy may hold the same id now: leave its entry alone.
         if self._running.get(job_id) is held:
             del self._running[job_id]

@@ -16,6 +16,7 @@ import ssl
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from factq import metrics
 from factq.errors import BackendUnavailable, InvalidWebhook
 from factq.logs import log_context, redact
 from factq.schema import WebhookDelivery
@@ -97,14 +98,19 @@ class WebhookSender:
         job = task.job.model_dump(mode="json", exclude={"webhook"})
         delivery_id = f"{task.job_id}-{task.seq}-{task.type}"
         attempts = self._settings.webhook_max_attempts
+        delivered = False
         for attempt in range(1, attempts + 1):
             outcome = await self._attempt(
                 ssl_context, secret, task.url, delivery_id, task.type, job
             )
+            status = outcome.get("status_code")
+            delivered = isinstance(status, int) and 200 <= status < 300
+            metrics.webhook_attempts(
+                "success" if delivered else "error" if status is None else "http_error"
+            ).inc()
             log = WebhookDelivery(type=task.type, attempt=attempt, at=datetime.now(UTC), **outcome)
             await self._store.webhooks.log_attempt(task.job_id, log)
-            status = outcome.get("status_code")
-            if isinstance(status, int) and 200 <= status < 300:
+            if delivered:
                 break
             if attempt < attempts and not stop.is_set():
                 # Exponential backoff: base, 2 x base, 4 x base, ...
@@ -112,6 +118,7 @@ class WebhookSender:
             elif stop.is_set():
                 # Left in the stream, unacknowledged: another worker takes it over.
                 return
+        metrics.webhook_deliveries("delivered" if delivered else "failed").inc()
         await self._store.webhooks.finish(task)
 
     async def _attempt(
