@@ -80,7 +80,7 @@ async def test_the_hub_routes_each_event_to_its_jobs_subscribers(
     watched, other = await new_job(store), await new_job(store)
     with hub.subscribe(watched) as subscription:
         # Garbage on the channel is skipped, not fatal.
-        await store._redis.publish(store.keys.events_channel, b'{"job_id":"' + b"x" * 40)
+        await store._redis.publish(store.keys.events_channel(other), b'{"job_id":"' + b"x" * 40)
         await store.runs.mark_running(other)
         await store.runs.mark_running(watched)
         item = await subscription.next(5)

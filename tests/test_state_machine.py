@@ -380,7 +380,7 @@ class JobStateMachine(RuleBasedStateMachine):
         self.raw = await self.stack.enter_async_context(redis.Redis.from_url(url))
         self.stack.push_async_callback(self._delete_namespace)
         self.pubsub = await self.stack.enter_async_context(self.raw.pubsub())
-        await self.pubsub.subscribe(self.names.events_channel, self.names.control_channel)
+        await self.pubsub.subscribe(*self.names.events_channels, self.names.control_channel)
         self.reporter = ProgressReporter(url, self.settings.namespace)
         self.stack.callback(self.reporter._redis.close)
 
@@ -655,7 +655,11 @@ class JobStateMachine(RuleBasedStateMachine):
 
     @invariant()
     def deliveries_match_the_events(self) -> None:
-        entries: Any = self.run(self.raw.xrange(self.names.webhooks))
+        entries: Any = [
+            entry
+            for stream in self.names.webhook_streams
+            for entry in self.run(self.raw.xrange(stream)) or []
+        ]
         deliveries: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
         for _, entry in entries:
             deliveries[text(entry[b"job_id"])].append((text(entry[b"type"]), int(entry[b"seq"])))
@@ -723,7 +727,7 @@ class JobStateMachine(RuleBasedStateMachine):
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             if message is None:
                 continue
-            if text(message["channel"]) == self.names.events_channel:
+            if text(message["channel"]) in self.names.events_channels:
                 self.published.append(json.loads(message["data"]))
             else:
                 self.controls.append(text(message["data"]))

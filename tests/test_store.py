@@ -127,7 +127,7 @@ async def test_a_cancel_asked_while_running_wins_over_success(store: Store, raw)
 
 async def test_changes_are_published_live(store: Store, raw, settings: Settings) -> None:
     pubsub = raw.pubsub()
-    await pubsub.subscribe(store.keys.events_channel)
+    await pubsub.subscribe(*store.keys.events_channels)
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     job_id = await queued(store)
     await store.runs.mark_running(job_id)
@@ -245,10 +245,10 @@ async def test_creations_made_in_the_same_turn_share_one_round_trip(
     round_trips = 0
     send = lua._replies
 
-    async def counted(client: Any, calls: Any) -> list[Any]:
+    async def counted(client: Any, calls: Any, replicas: int = 0) -> list[Any]:
         nonlocal round_trips
         round_trips += 1
-        return await send(client, calls)
+        return await send(client, calls, replicas)
 
     monkeypatch.setattr(lua, "_replies", counted)
     taken = NewJob(new_job_id(), "factorial", {"n": 1}, "")

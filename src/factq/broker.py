@@ -5,6 +5,11 @@ worker takes only the jobs of the tasks it serves (`factq worker --tasks`);
 each is a quorum queue declared with every argument it will ever need, because
 RabbitMQ refuses to change a queue's arguments later. aio-pika's errors become
 factq's here, at the edge.
+
+On a RabbitMQ cluster, FACTQ_AMQP_URL names several nodes: each connection
+attempt, the first and every reconnection, tries them in turn from the one
+last used, so that a process outlives the node it was connected to (the
+quorum queues elect a leader among the nodes left).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import (
+    AMQPConnectionError,
     AMQPError,
     ChannelInvalidStateError,
     ChannelPreconditionFailed,
@@ -31,7 +37,9 @@ from aio_pika.exceptions import (
     PublishError,
 )
 from pydantic import BaseModel
+from yarl import URL
 
+from factq import metrics
 from factq.errors import BackendUnavailable, BrokerConfigError, QueueFull
 from factq.settings import Settings
 
@@ -119,10 +127,53 @@ class QueueNames:
         return f"{self.namespace}.jobs.dead"
 
 
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection to whichever of several nodes answers: each attempt
+    tries the nodes in turn, from the one that answered last."""
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        self._urls = [URL(url) for url in urls]
+        self._current = 0
+        super().__init__(self._urls[0], **kwargs)
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        # Each connection attempt of aio-pika's RobustConnection, the first and
+        # every reconnection, comes here; it connects to `self.url`.
+        for _ in self._urls:
+            self.url = self._urls[self._current]
+            try:
+                await super()._RobustConnection__connect_transport()  # type: ignore[misc]
+                return
+            except (AMQPConnectionError, OSError, TimeoutError):
+                if len(self._urls) == 1:
+                    raise
+                logger.warning("RabbitMQ node %s does not answer; trying the next", self.url.host)
+                self._current = (self._current + 1) % len(self._urls)
+        raise AMQPConnectionError("no RabbitMQ node answered")
+
+
+async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
+    """A robust connection to RabbitMQ (to one of its nodes, given several URLs)."""
+    connection = FailoverConnection(
+        settings.amqp_urls,
+        client_properties={"connection_name": name},
+        reconnect_interval=RECONNECT_INTERVAL_S,
+    )
+    await connection.connect(timeout=10)
+    return connection
+
+
+def _count_reconnect(connection: AbstractRobustConnection | None, /) -> None:
+    """aio-pika calls this each time the robust connection is restored."""
+    metrics.RABBITMQ_RECONNECTS.inc()
+
+
 def jobs_queue_arguments(settings: Settings) -> dict[str, Any]:
     """The jobs queue's arguments; changing any needs a new namespace or queue."""
     names = QueueNames(settings.namespace)
+    replicas = _replicas(settings)
     return {
+        **replicas,
         "x-queue-type": "quorum",
         # RabbitMQ 3.10 dead-letters a message returned more than this many
         # times, counting the first delivery out: max_attempts deliveries in all.
@@ -133,6 +184,13 @@ def jobs_queue_arguments(settings: Settings) -> dict[str, Any]:
         "x-overflow": "reject-publish",
         "x-max-length": settings.queue_max_length,
     }
+
+
+def _replicas(settings: Settings) -> dict[str, Any]:
+    """How many nodes hold a quorum queue, when a setting says (else RabbitMQ's default)."""
+    if settings.quorum_initial_group_size:
+        return {"x-quorum-initial-group-size": settings.quorum_initial_group_size}
+    return {}
 
 
 class Broker:
@@ -156,14 +214,10 @@ class Broker:
         """Connect (failing fast if RabbitMQ is down), declare the queues of these
         tasks and the dead-letter queue, close on exit."""
         try:
-            connection = await aio_pika.connect_robust(
-                settings.amqp_url.get_secret_value(),
-                client_properties={"connection_name": name},
-                timeout=10,
-                reconnect_interval=RECONNECT_INTERVAL_S,
-            )
+            connection = await connect(settings, name)
         except (TimeoutError, AMQPError, OSError) as exc:
             raise BackendUnavailable(f"RabbitMQ is unavailable: {type(exc).__name__}") from exc
+        connection.reconnect_callbacks.add(_count_reconnect)
         broker = cls(connection, settings, tasks)
         try:
             await broker._declare()
@@ -180,7 +234,9 @@ class Broker:
                 self.names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
             )
             dead = await channel.declare_queue(
-                self.names.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+                self.names.dead_letter_queue,
+                durable=True,
+                arguments={"x-queue-type": "quorum", **_replicas(self._settings)},
             )
             await dead.bind(dlx)
         except ChannelPreconditionFailed as exc:

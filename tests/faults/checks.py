@@ -60,7 +60,7 @@ async def wait_for_recovery(
         while time.monotonic() < deadline:
             ready = (await http.get("/readyz")).json()
             subscribers = dict(
-                await client.pubsub_numsub(names.control_channel, names.events_channel)
+                await client.pubsub_numsub(names.control_channel, *names.events_channels)
             )
             state = {
                 "redis": ready["redis"],
@@ -74,7 +74,7 @@ async def wait_for_recovery(
                     settings, QueueNames(settings.namespace).dead_letter_queue
                 ),
                 "cancel listeners": subscribers[names.control_channel.encode()],
-                "event hubs": subscribers[names.events_channel.encode()],
+                "event hubs": subscribers[names.events_channels[0].encode()],
             }
             if state == expected:
                 return

@@ -47,7 +47,7 @@ async def namespace_keys(
     names = Keys(settings.namespace)
     registry = TaskRegistry.from_settings(settings)
     owners = [ANONYMOUS, *TEST_OWNERS, *(owner_of(key) for key in settings.api_key_list)]
-    keys = {names.webhooks}
+    keys = set(names.webhook_streams)
     for owner in owners:
         keys |= {names.owner_jobs(owner), names.owner_active(owner), names.owner_counter(owner)}
     keys |= set(_limiter_keys(settings, [owner_of(key) for key in settings.api_key_list]))

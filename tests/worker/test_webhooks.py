@@ -105,9 +105,12 @@ async def webhooks_backlog(settings: Settings) -> tuple[int, int]:
     """Deliveries in the namespace's webhooks stream, and those read but unfinished."""
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
-        stream = Keys(settings.namespace).webhooks
-        pending = await client.xpending(stream, GROUP)
-        return await client.xlen(stream), pending["pending"]
+        streams = Keys(settings.namespace).webhook_streams
+        length = pending = 0
+        for stream in streams:
+            length += await client.xlen(stream)
+            pending += (await client.xpending(stream, GROUP))["pending"]
+        return length, pending
     finally:
         await client.aclose()
 

@@ -51,6 +51,7 @@ class Conversions:
 
     def __init__(self, settings: Settings) -> None:
         self._redis_url = settings.redis_url.get_secret_value()
+        self._redis_cluster = settings.redis_cluster
         self._executor: ProcessPoolExecutor | None = None
 
     async def from_upload(self, task: Task, uploads: Mapping[str, str]) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class Conversions:
                 _convert_upload,
                 task.from_upload,
                 self._redis_url,
+                self._redis_cluster,
                 upload,
                 others,
                 UPLOAD_TTL_S,
@@ -85,13 +87,14 @@ class Conversions:
 def _convert_upload(
     from_upload: Callable[[bytes], TaskOutput],
     redis_url: str,
+    redis_cluster: bool,
     upload: str,
     others: Mapping[str, str],
     ttl_s: int,
 ) -> dict[str, Any]:
     """In the conversion process: the output of the uploaded value, its other
     formats written to their keys; the summary goes back."""
-    client = connect_blocking(redis_url)
+    client = connect_blocking(redis_url, cluster=redis_cluster)
     try:
         value = client.get(upload)
         # The client answers bytes (it decodes nothing), or None for no key.

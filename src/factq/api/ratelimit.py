@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 import time
+from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
 from starlette.requests import Request
 
 from factq.errors import BackendUnavailable, RateLimited
 from factq.settings import Settings
-from factq.state.connection import connection_pool
+from factq.state.connection import cluster_nodes, connection_pool
 from factq.state.store import Store
 
 LIMITER_CONNECTIONS = 20
@@ -32,7 +33,9 @@ class SubmissionLimiter:
         # thousand jobs costs one command, not a thousand.
         self._limiter: FixedWindowRateLimiter | None = None
         self._pool: redis.BlockingConnectionPool | None = None
-        if self._item is not None:
+        if self._item is not None and settings.redis_cluster:
+            self._limiter = FixedWindowRateLimiter(_cluster_storage(settings))
+        elif self._item is not None:
             url = settings.redis_url.get_secret_value()
             # Our own pool, so that it is closed with the API.
             self._pool = connection_pool(settings, max_connections=LIMITER_CONNECTIONS)
@@ -77,3 +80,17 @@ async def admit(
     client = request.client.host if request.client else "unknown"
     await limiter.admit(owner or f"address:{client}", jobs)
     await store.in_flight.admit(owner, jobs)
+
+
+def _cluster_storage(settings: Settings) -> RedisClusterStorage:
+    """The counters on a Redis Cluster: each key's in its own slot."""
+    url = settings.redis_url.get_secret_value()
+    nodes = ",".join(f"{host}:{port}" for host, port in cluster_nodes(url))
+    first = urlsplit(url.split(",")[0].strip())
+    credentials = f"{first.username or ''}:{first.password}@" if first.password else ""
+    return RedisClusterStorage(
+        f"async+redis+cluster://{credentials}{nodes}",
+        implementation="redispy",
+        key_prefix=f"{settings.namespace}:limits",
+        wrap_exceptions=True,
+    )

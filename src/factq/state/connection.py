@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar, cast
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.cluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.driver_info import DriverInfo
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MaxConnectionsError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -53,9 +63,58 @@ def connection_pool(settings: Settings, max_connections: int) -> aioredis.Blocki
 
 def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
     """A client over its own pool (FACTQ_REDIS_MAX_CONNECTIONS connections unless
-    told), closed with `aclose()`."""
+    told), closed with `aclose()`; on a cluster, a cluster client with as many
+    connections to each node."""
     size = max_connections or settings.redis_max_connections
+    if settings.redis_cluster:
+        return connect_cluster(settings, size)
     return aioredis.Redis.from_pool(connection_pool(settings, size))
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The nodes a URL names (FACTQ_REDIS_URL: one URL, or several
+    comma-separated): where a cluster client first looks for the layout."""
+    parts = [urlsplit(each.strip()) for each in url.split(",")]
+    return [(part.hostname or "127.0.0.1", part.port or 6379) for part in parts]
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    """The user, password and TLS of the first URL: every node of a cluster shares them."""
+    first = urlsplit(url.split(",")[0].strip())
+    return {
+        "username": unquote(first.username) if first.username else None,
+        "password": unquote(first.password) if first.password else None,
+        "ssl": first.scheme == "rediss",
+    }
+
+
+def connect_cluster(settings: Settings, max_connections: int) -> aioredis.Redis:
+    """A Redis Cluster client: it finds the masters from the URL's nodes, routes
+    each command to its slot's master and follows failovers and moved slots.
+    Typed as a plain client: factq uses the commands both share."""
+    url = settings.redis_url.get_secret_value()
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+        max_connections=max_connections,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=READ_TIMEOUT_S,
+        driver_info=DRIVER,
+        **_credentials(url),
+    )
+    return cast(aioredis.Redis, client)
+
+
+def node_client(settings: Settings, host: str, port: int) -> aioredis.Redis:
+    """A client of one node of the cluster, for a subscription there: no read
+    timeout, as for `connect_listener`."""
+    return aioredis.Redis(
+        host=host,
+        port=port,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        driver_info=DRIVER,
+        **_credentials(settings.redis_url.get_secret_value()),
+    )
 
 
 def connect_listener(settings: Settings) -> aioredis.Redis:
@@ -69,8 +128,22 @@ def connect_listener(settings: Settings) -> aioredis.Redis:
     )
 
 
-def connect_blocking(url: str, timeout_s: float = READ_TIMEOUT_S) -> redis.Redis:
-    """A synchronous client, for a pool process (which has no event loop)."""
+def connect_blocking(
+    url: str, timeout_s: float = READ_TIMEOUT_S, *, cluster: bool = False
+) -> redis.Redis:
+    """A synchronous client, for a pool process (which has no event loop); of
+    the cluster whose nodes `url` names, with `cluster`."""
+    if cluster:
+        sync = redis.cluster.RedisCluster(
+            startup_nodes=[
+                redis.cluster.ClusterNode(*node)  # type: ignore[no-untyped-call]
+                for node in cluster_nodes(url)
+            ],
+            **_credentials(url),
+            socket_connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
+            socket_timeout=timeout_s,
+        )
+        return cast(redis.Redis, sync)
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
@@ -87,11 +160,15 @@ def backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
+        except (ClusterError, RedisClusterException, TryAgainError, AskError) as exc:
+            # A cluster without a master for a slot, or moving it: a failover.
+            raise BackendUnavailable(f"Redis Cluster is unavailable: {str(exc)[:80]}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             if is_pool_exhausted(exc):
                 raise Overloaded(
                     f"Redis is busy: no free connection within {POOL_WAIT_S:g} s; retry"
                 ) from exc
+            _count_connection_error()
             raise BackendUnavailable("Redis is unavailable") from exc
         except ResponseError as exc:
             # Out of memory (noeviction) or a read-only replica after a
@@ -103,9 +180,19 @@ def backend_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
     return wrapper
 
 
+def _count_connection_error() -> None:
+    # Imported here: a pool process imports this module (for progress
+    # reports), and needs no metrics library.
+    from factq import metrics
+
+    metrics.REDIS_CONNECTION_ERRORS.inc()
+
+
 def is_pool_exhausted(exc: BaseException) -> bool:
     """redis-py's blocking pool waited POOL_WAIT_S for a connection in vain: the
     process is busy, not Redis down."""
+    if isinstance(exc, MaxConnectionsError):
+        return True  # a cluster client's connections to one node
     return (
         isinstance(exc, RedisConnectionError)
         and isinstance(exc.__cause__, TimeoutError)

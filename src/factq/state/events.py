@@ -13,6 +13,12 @@ spells: it pings its connection when nothing came for a while and reconnects
 when no answer comes, and every follower then reads its stream. Idle
 followers cost Redis nothing; a follower still reads its stream after a long
 quiet spell (RESYNC_AFTER_S), as a safety net, not as the way events arrive.
+
+On Redis Cluster, events go out on each shard's channel (sharded pub/sub):
+the hub subscribes to each on the master that holds its slot, one
+connection per master, and starts over, on the cluster's new layout, when
+any of them fails or Redis says a channel's slot moved (a failover, a
+resharding).
 """
 
 from __future__ import annotations
@@ -27,13 +33,22 @@ from typing import Any, Final
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from factq import metrics
 from factq.aio import cancel_and_wait
 from factq.errors import BackendUnavailable, FactqError
 from factq.schema import JobEvent
 from factq.settings import Settings
-from factq.state.connection import backend_errors, connect_listener, text
+from factq.state.connection import (
+    backend_errors,
+    connect,
+    connect_listener,
+    node_client,
+    text,
+)
 from factq.state.jobs import JobRecords
 from factq.state.keys import Keys
 from factq.state.records import event_from_fields
@@ -136,11 +151,20 @@ class EventLog:
     async def control_messages(self, subscribed: asyncio.Event) -> AsyncIterator[str]:
         """Job ids published on the control channel (cancels of running jobs);
         `subscribed` is set once none can be missed any more."""
-        # A connection of its own, without the pool's read timeout.
-        client = connect_listener(self._settings)
+        # A connection of its own, without the pool's read timeout. On a
+        # cluster, to any node: a plain PUBLISH reaches every node.
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()
+            node = self._redis.get_random_node()
+            client = node_client(self._settings, node.host, node.port)
+        else:
+            client = connect_listener(self._settings)
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(self._keys.control_channel)
+                if subscribed.is_set():
+                    # An earlier subscription set it: this one replaces a lost one.
+                    metrics.redis_reconnects("control").inc()
                 subscribed.set()
                 async for data in messages(pubsub):
                     yield text(data)
@@ -153,9 +177,10 @@ class EventLog:
 class EventHub:
     """Routes the events channel to this process's subscriptions, by job id."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
         self._redis = client
         self._keys = keys
+        self._settings = settings
         self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -163,9 +188,10 @@ class EventHub:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[EventHub]:
-        """A hub listening on its own connection until exit."""
-        client = connect_listener(settings)
-        hub = cls(client, Keys(settings.namespace))
+        """A hub listening on its own connection until exit (on a cluster, one to
+        each master, found through a cluster client kept for the layout)."""
+        client = connect(settings, 2) if settings.redis_cluster else connect_listener(settings)
+        hub = cls(client, Keys(settings.namespace, cluster=settings.redis_cluster), settings)
         hub._reader = asyncio.create_task(hub._listen(), name="factq-event-hub")
         try:
             await asyncio.wait_for(hub._connected.wait(), 10)
@@ -195,15 +221,47 @@ class EventHub:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._keys.events_channel)
-                    self._connected.set()
-                    # Anything published while we were away is only in the streams.
-                    self._broadcast(RESYNC)
-                    await self._pump(pubsub)
-            except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
+                if isinstance(self._redis, RedisCluster):
+                    await self._listen_to_shards(self._redis)
+                else:
+                    async with self._redis.pubsub() as pubsub:
+                        await pubsub.subscribe(*self._keys.events_channels)
+                        self._subscribed()
+                        await self._pump(pubsub)
+            except* (RedisError, OSError, TimeoutError) as group:
+                names = sorted({type(exc).__name__ for exc in group.exceptions})
+                logger.warning("event hub lost Redis (%s); reconnecting", ", ".join(names))
                 await asyncio.sleep(RECONNECT_DELAY_S)
+
+    def _subscribed(self) -> None:
+        if self._connected.is_set():
+            metrics.redis_reconnects("events").inc()  # a lost connection replaced
+        self._connected.set()
+        # Anything published while we were away is only in the streams.
+        self._broadcast(RESYNC)
+
+    async def _listen_to_shards(self, cluster: RedisCluster) -> None:
+        """Each shard's channel, on its master now; returns (raises) when any
+        connection fails or a channel's slot moves."""
+        await cluster.nodes_manager.initialize()  # the layout now, after a failover
+        by_master: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
+        for channel in self._keys.events_channels:
+            node = cluster.get_node_from_key(channel)
+            if node is None:
+                raise RedisConnectionError(f"no master holds the slot of {channel}")
+            by_master[node.host, int(node.port)].append(channel)
+        clients = [node_client(self._settings, *master) for master in by_master]
+        try:
+            pubsubs = [client.pubsub() for client in clients]
+            for pubsub, channels in zip(pubsubs, by_master.values(), strict=True):
+                for channel in channels:  # one command may name one slot's channels only
+                    await pubsub.ssubscribe(channel)
+            self._subscribed()
+            async with asyncio.TaskGroup() as pumps:
+                for pubsub in pubsubs:
+                    pumps.create_task(self._pump(pubsub))
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
 
     async def _pump(self, pubsub: PubSub) -> None:
         async for data in messages(pubsub):
@@ -254,8 +312,11 @@ async def messages(pubsub: PubSub) -> AsyncIterator[bytes]:
             pinged = True
             continue
         pinged = False
-        if message["type"] == "message":
+        if message["type"] in ("message", "smessage"):
             yield message["data"]
+        elif message["type"] == "sunsubscribe":
+            # Redis unsubscribes a shard channel whose slot left this node.
+            raise RedisConnectionError("a shard channel's slot moved to another node")
 
 
 def _job_id_of(data: bytes) -> str:

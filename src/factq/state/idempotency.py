@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
 from factq.errors import IdempotencyConflict
+from factq.settings import Settings
+from factq.state import lua
 from factq.state.connection import backend_errors, text
 from factq.state.keys import Keys
 from factq.state.records import Outcome
@@ -48,11 +51,17 @@ class KeyClaim:
 class IdempotencyKeys:
     """The Idempotency-Keys of every owner, each kept for `ttl_s`."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: int, script: AsyncScript) -> None:
-        self._redis = client
+    def __init__(
+        self, client: redis.Redis, keys: Keys, settings: Settings, script: AsyncScript
+    ) -> None:
         self._keys = keys
-        self._ttl_s = ttl_s
+        self._ttl_s = settings.result_ttl_s
         self._script = script
+        self._pipeliner = lua.Pipeliner(client, settings.redis_min_replicas)
+
+    async def _call(self, record: str, args: list[Any]) -> Any:
+        [reply] = await self._pipeliner.run([(self._script, [record], args)])
+        return reply
 
     def record(self, owner: str, key: str) -> str:
         return self._keys.idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
@@ -62,7 +71,7 @@ class IdempotencyKeys:
         """The key, reserved now for job_id (`ours`), or as an earlier request with
         the same fingerprint left it; `IdempotencyConflict` for another request."""
         record = self.record(owner, key)
-        reply = await self._script(keys=[record], args=["claim", fingerprint, job_id, self._ttl_s])
+        reply = await self._call(record, ["claim", fingerprint, job_id, self._ttl_s])
         claim = _parse(record, reply)
         if claim.fingerprint != fingerprint:
             raise IdempotencyConflict(
@@ -73,9 +82,8 @@ class IdempotencyKeys:
     @backend_errors
     async def take_over(self, dead: KeyClaim, job_id: str) -> KeyClaim | None:
         """Reserve the key again, for job_id, unless it changed since `dead` was read."""
-        reply = await self._script(
-            keys=[dead.record],
-            args=["take_over", dead.value, dead.fingerprint, job_id, self._ttl_s],
+        reply = await self._call(
+            dead.record, ["take_over", dead.value, dead.fingerprint, job_id, self._ttl_s]
         )
         claim = _parse(dead.record, reply)
         return claim if claim.ours else None
@@ -83,7 +91,7 @@ class IdempotencyKeys:
     @backend_errors
     async def release(self, claim: KeyClaim) -> None:
         """Free the key our request claimed, unless another request took it over."""
-        await self._script(keys=[claim.record], args=["release", claim.value])
+        await self._call(claim.record, ["release", claim.value])
 
 
 def _parse(record: str, reply: list[bytes]) -> KeyClaim:

@@ -20,6 +20,7 @@ from factq.state.idempotency import KeyClaim
 from factq.state.index import JobIndex
 from factq.state.keys import Keys
 from factq.state.lua import Call
+from factq.state.observed import observed
 from factq.state.records import NewJob, Outcome, Transition, flat_fields, job_from_fields
 
 
@@ -44,7 +45,7 @@ class JobRecords:
         self._scripts = scripts
         self._index = index
         self._settings = settings
-        self._pipeliner = lua.Pipeliner(client)
+        self._pipeliner = lua.Pipeliner(client, settings.redis_min_replicas)
 
     @property
     def provisional_ttl_s(self) -> int:
@@ -55,22 +56,21 @@ class JobRecords:
     async def create(self, jobs: Sequence[NewJob], claim: KeyClaim | None = None) -> list[Job]:
         """Store new queued jobs, with the provisional TTL, and index them by owner;
         with the Idempotency-Key claim made for them, only while it still holds."""
-        guard = [claim.record] if claim else []
         calls: list[Call] = [
             (
                 self._scripts["create"],
-                [*self._keys.job_keys(job.job_id), *guard],
+                self._keys.job_keys(job.job_id),
                 [
-                    self._keys.events_channel,
+                    self._keys.events_channel(job.job_id),
                     self._settings.provisional_ttl_s,
                     job.job_id,
                     job.task,
                     json.dumps(job.input, separators=(",", ":")),
                     job.owner,
                     _shown(job.webhook) if job.webhook else "",
-                    self._keys.webhooks if job.webhook else "",
+                    self._keys.webhooks(job.job_id) if job.webhook else "",
                     "" if job.deadline_s is None else repr(job.deadline_s),
-                    claim.value if claim else "",
+                    claim.record if claim else "",
                     job.webhook.url if job.webhook else "",
                 ],
             )
@@ -83,16 +83,22 @@ class JobRecords:
             calls.append(
                 self._index.add_call(owner, [job.job_id for job in jobs if job.owner == owner])
             )
+        if claim:
+            # The key's record lives in another slot than the job: read after the
+            # job is made, it must still hold this request's claim (a request
+            # that stalled past a take-over leaves its job unconfirmed, gone).
+            calls.append(("GET", [claim.record], []))
         replies = await self._pipeliner.run(calls)
+        if claim and text(replies[-1] or b"") != claim.value:
+            await self.discard([job.job_id for job in jobs])
+            raise IdempotencyConflict(
+                "another request with this Idempotency-Key took it over while this one "
+                "stalled; retry to get its job"
+            )
         created: list[Job] = []
         for job, flat in zip(jobs, replies[: len(jobs)], strict=True):
             if flat is None:
                 raise FactqError(f"job id {job.job_id} is already taken")
-            if flat == Outcome.CLAIM_LOST.encode():
-                raise IdempotencyConflict(
-                    "another request with this Idempotency-Key took it over while this one "
-                    "stalled; retry to get its job"
-                )
             created.append(job_from_fields(flat_fields(flat)))
         return created
 
@@ -121,16 +127,21 @@ class JobRecords:
     @backend_errors
     async def cancel(self, job_id: str, owner: str) -> Job:
         """Cancel a queued job now, or ask the worker of a running one to stop it."""
-        outcome, flat = await self._scripts["cancel"](
-            keys=self._keys.job_keys(job_id),
-            args=[
-                self._keys.events_channel,
-                self._settings.result_ttl_s,
-                owner,
-                self._keys.control_channel,
-            ],
+        [(outcome, flat)] = await self._pipeliner.run(
+            [
+                (
+                    self._scripts["cancel"],
+                    self._keys.job_keys(job_id),
+                    [
+                        self._keys.events_channel(job_id),
+                        self._settings.result_ttl_s,
+                        owner,
+                        self._keys.control_channel,
+                    ],
+                )
+            ]
         )
-        transition = Transition.from_reply(outcome, flat)
+        transition = observed(Transition.from_reply(outcome, flat))
         if transition.job is None:
             raise JobNotFound(job_id)
         if transition.outcome is Outcome.TERMINAL:
@@ -161,24 +172,30 @@ class JobRecords:
         result_formats: Sequence[str],
         computation: Computation | None = None,
     ) -> None:
-        """Forget a finished job and its results now; free its Idempotency-Key, and
-        its computation's stored outcome when that is this job's."""
+        """Forget a finished job and its results now; then free its Idempotency-Key,
+        and its computation's stored outcome, when they still name this job."""
         record = await self._redis.hget(self._keys.job(job_id), "idempotency_key")
         results = [self._keys.result(job_id, fmt) for fmt in result_formats]
-        extras = [text(record)] if record else []
-        if computation is not None:
-            extras.append(computation.outcome_key)
-        outcome = text(
-            await self._scripts["delete"](
-                keys=[*self._keys.job_keys(job_id), *results, *extras],
-                args=[owner, len(results), int(bool(record)), int(computation is not None)],
-            )
+        [reply] = await self._pipeliner.run(
+            [(self._scripts["delete"], [*self._keys.job_keys(job_id), *results], [owner])]
         )
+        outcome = text(reply)
         if outcome == Outcome.MISSING:
             raise JobNotFound(job_id)
         if outcome != Outcome.DELETED:
             # The script answers the status of a job that has not finished.
             raise NotFinished(f"job {job_id} is {outcome}; only a finished job can be deleted")
+        # Each in its own slot, each only if it still names this job: if this
+        # step is lost, a key naming a job that is gone makes a new one.
+        frees: list[Call] = []
+        if record:
+            frees.append((self._scripts["idempotency"], [text(record)], ["forget", job_id]))
+        if computation is not None:
+            frees.append(
+                (self._scripts["computation"], [computation.outcome_key], ["release", job_id, 0])
+            )
+        if frees:
+            await self._pipeliner.run(frees)
 
     async def fields(self, job_id: str, owner: str | None) -> dict[str, str]:
         """The job's hash as text; `JobNotFound` when it is gone or another owner's."""

@@ -38,7 +38,6 @@ class Outcome(StrEnum):
     # delete.lua
     DELETED = "deleted"
     # create.lua
-    CLAIM_LOST = "claim_lost"
     # idempotency.lua
     CLAIMED = "claimed"
     HELD = "held"
@@ -83,6 +82,10 @@ class Transition:
         if self._job is None and self._flat:
             self._job = job_from_fields(flat_fields(self._flat))
         return self._job
+
+    def raw_fields(self) -> dict[bytes, bytes]:
+        """The job's hash after the change, as Redis sent it: no job built, nothing decoded."""
+        return dict(zip(self._flat[::2], self._flat[1::2], strict=True))
 
 
 def flat_fields(flat: list[bytes]) -> dict[str, str]:

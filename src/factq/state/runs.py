@@ -17,6 +17,7 @@ from factq.settings import Settings
 from factq.state import lua
 from factq.state.connection import backend_errors
 from factq.state.keys import Keys
+from factq.state.observed import observed
 from factq.state.records import Outcome, Transition
 
 # The finish script's marker: the results are in upload keys, to be moved.
@@ -33,15 +34,15 @@ class Runs:
         self._keys = keys
         self._scripts = scripts
         self._settings = settings
-        self._pipeliner = lua.Pipeliner(client)
+        self._pipeliner = lua.Pipeliner(client, settings.redis_min_replicas)
 
     @backend_errors
     async def mark_running(self, job_id: str) -> Transition:
         """Start an attempt: queued (or running, after a lost worker) -> running."""
         outcome, flat = await self._run(
-            "start", keys=self._keys.job_keys(job_id), args=[*self._common()]
+            "start", keys=self._keys.job_keys(job_id), args=[*self._common(job_id)]
         )
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def mark_succeeded(
@@ -50,7 +51,7 @@ class Runs:
         """Store the result and end the job, once; a cancel asked meanwhile wins."""
         fmts = list(results)
         outcome, flat = await self._succeed(job_id, summary, fmts, [results[f] for f in fmts])
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def mark_succeeded_from_uploads(
@@ -64,7 +65,7 @@ class Runs:
         if outcome == Outcome.MISSING_UPLOAD.encode():
             # Expired, or lost with a Redis restart: the job is unchanged.
             raise BackendUnavailable("the received result was lost before it was stored; retry")
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def finish_like(
@@ -76,17 +77,31 @@ class Runs:
 
         `at_submission`: the job was just made and is still queued; it ends only
         as other_id succeeded (UNAVAILABLE otherwise), without running."""
+        # Two steps: the other job lives in another slot. Its outcome is read,
+        # then written to this job by a script that changes it once.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._keys.job(other_id), ["status", "result", "error"])
+            for fmt in formats:
+                pipe.get(self._keys.result(other_id, fmt))
+            (status, summary, error), *values = await pipe.execute()
+        if status == b"succeeded" and any(value is None for value in values):
+            status = None  # a result is gone: the script answers 'unavailable'
         outcome, flat = await self._run(
             "finish_from",
             keys=[
                 *self._keys.job_keys(job_id),
-                self._keys.job(other_id),
                 *(self._keys.result(job_id, fmt) for fmt in formats),
-                *(self._keys.result(other_id, fmt) for fmt in formats),
             ],
-            args=[*self._common(), "at_submission" if at_submission else ""],
+            args=[
+                *self._common(job_id),
+                "at_submission" if at_submission else "",
+                status or b"",
+                summary or b"",
+                error or b"",
+                *(value or b"" for value in values),
+            ],
         )
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def mark_failed(self, job_id: str, error: JobError) -> Transition:
@@ -94,9 +109,9 @@ class Runs:
         outcome, flat = await self._run(
             "finish",
             keys=self._keys.job_keys(job_id),
-            args=[*self._common(), JobStatus.FAILED.value, error.model_dump_json()],
+            args=[*self._common(job_id), JobStatus.FAILED.value, error.model_dump_json()],
         )
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def mark_cancelled(self, job_id: str) -> Transition:
@@ -104,9 +119,9 @@ class Runs:
         outcome, flat = await self._run(
             "finish",
             keys=self._keys.job_keys(job_id),
-            args=[*self._common(), JobStatus.CANCELLED.value, ""],
+            args=[*self._common(job_id), JobStatus.CANCELLED.value, ""],
         )
-        return Transition.from_reply(outcome, flat)
+        return observed(Transition.from_reply(outcome, flat))
 
     @backend_errors
     async def note_lost_attempt(self, job_id: str) -> None:
@@ -135,7 +150,7 @@ class Runs:
                 *uploads,
             ],
             args=[
-                *self._common(),
+                *self._common(job_id),
                 JobStatus.SUCCEEDED.value,
                 json.dumps(summary, separators=(",", ":")),
                 *values,
@@ -148,6 +163,6 @@ class Runs:
         [reply] = await self._pipeliner.run([(self._scripts[name], keys, args)])
         return reply
 
-    def _common(self) -> tuple[str, int]:
+    def _common(self, job_id: str) -> tuple[str, int]:
         """The arguments every state-change script takes first."""
-        return self._keys.events_channel, self._settings.result_ttl_s
+        return self._keys.events_channel(job_id), self._settings.result_ttl_s

@@ -39,7 +39,7 @@ class Store:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._redis = client
         self.settings = settings
-        self.keys = Keys(settings.namespace)
+        self.keys = Keys(settings.namespace, cluster=settings.redis_cluster)
         scripts = lua.register(client)
         self.index = JobIndex(client, self.keys, scripts["owner_index"], settings)
         self.in_flight = InFlightLimit(client, self.keys, settings)
@@ -49,9 +49,7 @@ class Store:
         self.events = EventLog(client, self.keys, self.jobs, settings)
         self.webhooks = WebhookQueue(client, self.keys, scripts["webhook_log"])
         self.computations = Computations(client, self.keys, scripts["computation"])
-        self.idempotency = IdempotencyKeys(
-            client, self.keys, settings.result_ttl_s, scripts["idempotency"]
-        )
+        self.idempotency = IdempotencyKeys(client, self.keys, settings, scripts["idempotency"])
 
     @classmethod
     @asynccontextmanager

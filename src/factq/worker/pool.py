@@ -93,6 +93,7 @@ def _serve(
     loads: Mapping[str, Callable[[], Any]],
     threads: int,
     redis_url: str,
+    redis_cluster: bool,
     namespace: str,
     worker_pid: int,
     log_setup: tuple[LogLevel, LogFormat],
@@ -115,7 +116,7 @@ def _serve(
             _models[task_name] = load()
         except Exception as exc:
             failures[task_name] = _describe(exc)
-    _reporter = ProgressReporter(redis_url, namespace)
+    _reporter = ProgressReporter(redis_url, namespace, cluster=redis_cluster)
     connection.send_bytes(pickle.dumps(failures))
     while True:
         try:
@@ -439,6 +440,7 @@ class TaskPool:
             self._loads,
             max(1, (os.cpu_count() or 1) // self.processes),
             settings.redis_url.get_secret_value(),
+            settings.redis_cluster,
             settings.namespace,
             os.getpid(),
             (settings.log_level, settings.log_format),

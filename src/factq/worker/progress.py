@@ -30,11 +30,11 @@ REPORT_TIMEOUT_S: Final = 2.0
 class ProgressReporter:
     """One per pool process; `for_job` makes the callable a task receives."""
 
-    def __init__(self, redis_url: str, namespace: str) -> None:
+    def __init__(self, redis_url: str, namespace: str, *, cluster: bool = False) -> None:
         # Short timeouts: a report waits inside the computation, and is worth less.
-        self._redis = connect_blocking(redis_url, timeout_s=REPORT_TIMEOUT_S)
+        self._redis = connect_blocking(redis_url, timeout_s=REPORT_TIMEOUT_S, cluster=cluster)
         self._script = self._redis.register_script(lua.script("progress"))
-        self._keys = Keys(namespace)
+        self._keys = Keys(namespace, cluster=cluster)
 
     def for_jobs(self, job_ids: Sequence[str]) -> Report:
         """The callable for a call that runs these jobs together (a batch):
@@ -51,7 +51,7 @@ class ProgressReporter:
 
     def for_job(self, job_id: str, min_interval_s: float = MIN_INTERVAL_S) -> Report:
         keys = [self._keys.job(job_id), self._keys.events(job_id)]
-        channel = self._keys.events_channel
+        channel = self._keys.events_channel(job_id)
         last_sent = float("-inf")
         last_fraction = -1.0
 

@@ -9,8 +9,11 @@ from importlib import resources
 from typing import Any, Final, Protocol, TypeVar
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
+
+from factq.errors import BackendUnavailable
 
 # Every script the store runs (`progress` runs in pool processes, on their own clients).
 STORE_SCRIPTS: Final = (
@@ -51,29 +54,86 @@ def register(client: _Registers[S], names: tuple[str, ...] = STORE_SCRIPTS) -> d
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]
 
 
-async def _replies(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+# How long a change waits for FACTQ_REDIS_MIN_REPLICAS replicas to have it.
+REPLICA_WAIT_MS: Final = 5_000
+
+
+class ReplicasBehind(BackendUnavailable):
+    """A change reached its master, but not the replicas it must reach in time."""
+
+
+async def _replies(client: redis.Redis, calls: Sequence[Call], replicas: int = 0) -> list[Any]:
     """The calls' replies in one round trip, an error reply in its call's place.
 
     Each call goes as EVALSHA alone: redis-py's own pipelining of scripts asks
     Redis whether every script exists first, a round trip more each time. A
     call Redis does not know the script of (its cache is empty after a
-    restart) did not run, and is run again on its own, loading its script.
+    restart, or on a replica promoted by a failover: scripts are not copied)
+    did not run, and is sent again with the script's text (EVAL, which also
+    loads it).
+
+    With `replicas`, a round that runs a script ends with WAIT on each master
+    it wrote to, on the connection that wrote: `ReplicasBehind` unless that
+    many replicas have every change.
     """
+    replies = await _round(client, calls, replicas, by_text=False)
+    unknown = [
+        i
+        for i, reply in enumerate(replies)
+        if isinstance(reply, NoScriptError) and not isinstance(calls[i][0], str)
+    ]
+    if unknown:
+        again = await _round(client, [calls[i] for i in unknown], replicas, by_text=True)
+        for i, reply in zip(unknown, again, strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def _round(
+    client: redis.Redis, calls: Sequence[Call], replicas: int, *, by_text: bool
+) -> list[Any]:
+    writes = False
     async with client.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
             if isinstance(script, str):
                 pipe.execute_command(script, *keys, *args)
             else:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # As raw commands: a cluster client's pipeline refuses its evalsha
+                # method (it cannot know the script's keys), not the command.
+                writes = True
+                command = ("EVAL", script.script) if by_text else ("EVALSHA", script.sha)
+                pipe.execute_command(*command, len(keys), *keys, *args)
+        waits = 0
+        if replicas and writes:
+            for target in _masters(client, calls):
+                pipe.execute_command("WAIT", replicas, REPLICA_WAIT_MS, **target)
+                waits += 1
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-    for i, reply in enumerate(replies):
-        script, keys, args = calls[i]
-        if isinstance(reply, NoScriptError) and not isinstance(script, str):
-            try:
-                replies[i] = await script(keys=keys, args=args)
-            except ResponseError as exc:
-                replies[i] = exc
+    if waits:
+        acked = replies[len(calls) :]
+        replies = replies[: len(calls)]
+        failed = next((count for count in acked if isinstance(count, Exception)), None)
+        if failed is not None:
+            raise failed
+        if any(count < replicas for count in acked):
+            raise ReplicasBehind(
+                f"Redis did not copy the change to {replicas} replica(s) within "
+                f"{REPLICA_WAIT_MS / 1000:g} s"
+            )
     return replies
+
+
+def _masters(client: redis.Redis, calls: Sequence[Call]) -> list[dict[str, Any]]:
+    """Where the calls' WAITs go: nowhere special on one server; on a cluster,
+    to each master that a script of the calls runs on."""
+    if not isinstance(client, RedisCluster):
+        return [{}]
+    nodes: dict[str, Any] = {}
+    for script, keys, _ in calls:
+        if not isinstance(script, str) and keys:
+            node = client.get_node_from_key(keys[0])
+            nodes[node.name] = node
+    return [{"target_nodes": node} for node in nodes.values()]
 
 
 class Pipeliner:
@@ -83,8 +143,9 @@ class Pipeliner:
     them, where each would take its own. A call's error reply fails only the
     request that made it; a lost connection fails them all."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replicas: int = 0) -> None:
         self._client = client
+        self._replicas = replicas
         self._waiting: list[tuple[Sequence[Call], asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -105,7 +166,9 @@ class Pipeliner:
 
     async def _send(self, batch: list[tuple[Sequence[Call], asyncio.Future[list[Any]]]]) -> None:
         try:
-            replies = await _replies(self._client, [call for calls, _ in batch for call in calls])
+            replies = await _replies(
+                self._client, [call for calls, _ in batch for call in calls], self._replicas
+            )
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

@@ -3,19 +3,16 @@
 -- completed vanishes on its own.
 -- ARGV: channel, provisional_ttl, job_id, task, input_json, owner, webhook
 -- JSON as it is shown (its URL redacted) and the stream of deliveries to send
--- ('' for none), deadline in seconds from now ('' for none), with an
--- Idempotency-Key the claim it must still hold, and the webhook's full URL.
--- KEYS[3], when given: the Idempotency-Key's record (named in the job, so that
--- forgetting the job can free the key).
--- Returns the job's fields; false when the id is taken; 'claim_lost' when
--- another request took the Idempotency-Key over (this one stalled).
+-- ('' for none), deadline in seconds from now ('' for none), the record of
+-- the Idempotency-Key that made it ('' for none: named in the job, so that
+-- forgetting the job can free the key), and the webhook's full URL.
+-- Returns the job's fields; false when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[10] then return 'claim_lost' end
 local created = now()
 redis.call('HSET', KEYS[1],
   'id', ARGV[3], 'task', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6],
   'status', 'queued', 'created_at', created, 'attempts', 0, 'cancel_requested', 0)
-if KEYS[3] then redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[3]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', ARGV[10]) end
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'webhook', ARGV[7], 'webhook_stream', ARGV[8],
     'webhook_url', ARGV[11])

@@ -6,10 +6,16 @@
 --     new job, if it still holds the value found (compare and set).
 --     Both return {'claimed', new value, now} or {'held', value or '', now}.
 --   release, value: free the key if it still holds that value; 1 if it did.
+--   forget, job id: free the key if it names that job (deleted); 1 if it did.
 local current = redis.call('GET', KEYS[1])
 local mode = ARGV[1]
 if mode == 'release' then
   if current ~= ARGV[2] then return 0 end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if mode == 'forget' then
+  if not (current and string.find(current, ':' .. ARGV[2] .. ':', 1, true)) then return 0 end
   redis.call('DEL', KEYS[1])
   return 1
 end

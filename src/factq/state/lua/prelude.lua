@@ -1,5 +1,6 @@
 -- Shared by every state-change script (prepended when the script is loaded).
--- KEYS[1] is the job's hash and KEYS[2] its event stream in every script.
+-- KEYS[1] is the job's hash and KEYS[2] its event stream in every script; every
+-- key a script touches is in their slot (see factq/state/keys.py).
 
 local TERMINAL = {succeeded = true, failed = true, cancelled = true}
 
@@ -41,7 +42,8 @@ local function emit(channel, kind)
   for _, field in ipairs(INTERNAL) do job[field] = nil end
   local encoded = cjson.encode(job)
   redis.call('XADD', KEYS[2], seq .. '-0', 'job', encoded)
-  redis.call('PUBLISH', channel,
+  -- A channel with a hash tag is a shard's channel, on Redis Cluster.
+  redis.call(string.find(channel, '{', 1, true) and 'SPUBLISH' or 'PUBLISH', channel,
     '{"job_id":' .. cjson.encode(job['id']) .. ',"seq":' .. seq .. ',"job":' .. encoded .. '}')
   if stream and job['webhook'] then
     local wanted = cjson.decode(job['webhook'])['events']
