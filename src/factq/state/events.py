@@ -243,6 +243,7 @@ class EventHub:
     async def _listen_to_shards(self, cluster: RedisCluster) -> None:
         """Each shard's channel, on its master now; returns (raises) when any
         connection fails or a channel's slot moves."""
+        await cluster.initialize()  # once: until then, closing the client closes nothing
         await cluster.nodes_manager.initialize()  # the layout now, after a failover
         by_master: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
         for channel in self._keys.events_channels:
@@ -251,8 +252,8 @@ class EventHub:
                 raise RedisConnectionError(f"no master holds the slot of {channel}")
             by_master[node.host, int(node.port)].append(channel)
         clients = [node_client(self._settings, *master) for master in by_master]
+        pubsubs = [client.pubsub() for client in clients]
         try:
-            pubsubs = [client.pubsub() for client in clients]
             for pubsub, channels in zip(pubsubs, by_master.values(), strict=True):
                 for channel in channels:  # one command may name one slot's channels only
                     await pubsub.ssubscribe(channel)
@@ -261,6 +262,8 @@ class EventHub:
                 for pubsub in pubsubs:
                     pumps.create_task(self._pump(pubsub))
         finally:
+            # A pubsub holds a connection of its own, apart from its client's pool.
+            await asyncio.gather(*(pubsub.aclose() for pubsub in pubsubs))
             await asyncio.gather(*(client.aclose() for client in clients))
 
     async def _pump(self, pubsub: PubSub) -> None:
