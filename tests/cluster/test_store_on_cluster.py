@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from redis.crc import key_slot
 
 from factq.errors import BackendUnavailable, IdempotencyConflict
-from factq.schema import JobError, JobEvent, JobStatus
+from factq.schema import JobError, JobEvent, JobStatus, WebhookRequest
 from factq.settings import Settings
 from factq.state.events import EventHub
 from factq.state.records import NewJob, Outcome
@@ -142,3 +142,82 @@ async def _replica_of(cluster: clusters.RedisCluster, master: int) -> int:
     async with redis.Redis(port=master) as node:
         info: dict[str, Any] = await node.info("replication")
     return int(info["slave0"]["port"])
+
+
+async def test_webhook_deliveries_are_read_from_every_shard(store: Store) -> None:
+    """Each shard's stream lives in its own slot: no one command reads them all."""
+    hook = WebhookRequest(url="https://hooks.example/factq", events=["started"])
+    ids = []
+    for _ in range(24):
+        job = NewJob(new_job_id(), "factorial", {"n": 5}, "", webhook=hook)
+        await store.jobs.create([job])
+        await store.jobs.confirm([job.job_id])
+        await store.runs.mark_running(job.job_id)
+        ids.append(job.job_id)
+    assert len({store.keys.webhooks(job_id) for job_id in ids}) > 3
+    await store.webhooks.ensure_group()
+    found: list[str] = []
+    for _ in range(50):
+        tasks = await store.webhooks.next("sender", count=100, block_ms=100, min_idle_ms=60_000)
+        for task in tasks:
+            await store.webhooks.finish(task)
+        found += [task.job_id for task in tasks]
+        if len(found) >= len(ids):
+            break
+    assert sorted(found) == sorted(ids)
+
+
+async def test_the_hub_follows_a_shard_channel_whose_slot_moves(
+    store: Store, cluster_settings: Settings, redis_cluster: clusters.RedisCluster
+) -> None:
+    """Redis unsubscribes a shard channel when its slot leaves the node: the hub
+    subscribes again where the slot went, and live events keep coming."""
+    first = await made(store)
+    slot = key_slot(store.keys.events_channel(first).encode())
+    source = await redis_cluster.master_of(slot)
+    target = next(port for port in await redis_cluster.masters() if port != source)
+    async with EventHub.open(cluster_settings) as hub:
+        assert await _live_event(store, hub, first)
+        await _move_slot(slot, source, target)
+        try:
+            assert await redis_cluster.master_of(slot) == target
+            # Another job of the same shard, after the move: heard live again.
+            async with asyncio.timeout(30):
+                while not await _live_event(store, hub, await _made_in_slot(store, slot)):
+                    pass
+        finally:
+            await _move_slot(slot, target, source)
+
+
+async def _live_event(store: Store, hub: EventHub, job_id: str) -> bool:
+    """Whether the job's start reaches the hub as a live event within 2 s (not a
+    resync, which a reconnect of the hub sends first)."""
+    with hub.subscribe(job_id) as subscription:
+        await store.runs.mark_running(job_id)
+        item = await subscription.next(2)
+    return isinstance(item, JobEvent)
+
+
+async def _made_in_slot(store: Store, slot: int) -> str:
+    while True:
+        job_id = new_job_id()
+        if key_slot(store.keys.job(job_id).encode()) == slot:
+            await store.jobs.create([NewJob(job_id, "factorial", {"n": 5}, "")])
+            await store.jobs.confirm([job_id])
+            return job_id
+
+
+async def _move_slot(slot: int, source: int, target: int) -> None:
+    """Reshard one slot from one master to another, its keys with it, as
+    `redis-cli --cluster reshard` does."""
+    async with redis.Redis(port=source) as src, redis.Redis(port=target) as dst:
+        source_id, target_id = (
+            (await src.cluster("MYID")).decode(),
+            (await dst.cluster("MYID")).decode(),
+        )
+        await dst.cluster("SETSLOT", slot, "IMPORTING", source_id)
+        await src.cluster("SETSLOT", slot, "MIGRATING", target_id)
+        while keys := await src.cluster("GETKEYSINSLOT", slot, 100):
+            await src.migrate("127.0.0.1", target, keys, 0, 5000)
+        for node in (dst, src):
+            await node.cluster("SETSLOT", slot, "NODE", target_id)
