@@ -204,3 +204,21 @@ async def test_a_lost_connection_is_retried_each_interval_and_restored_promptly(
             restored_after = time.monotonic() - back
     assert relay.refused_at[1] - relay.refused_at[0] < RECONNECT_INTERVAL_S + 0.5
     assert restored_after < RECONNECT_INTERVAL_S + 1.0
+
+
+async def test_several_nodes_are_tried_in_turn_to_connect_and_to_reconnect(
+    settings: Settings,
+) -> None:
+    """FACTQ_AMQP_URL with one URL per node of a cluster: a node that refuses is
+    passed over, at the start and when the node in use goes away."""
+    async with relaying(settings) as first, relaying(settings) as second:
+        first.cut()
+        nodes = make_settings(namespace=settings.namespace, amqp_url=f"{first.url},{second.url}")
+        async with Broker.open(nodes, tasks=["t"], name="factq-test-nodes") as broker:
+            assert len(first.refused_at) == 1  # tried first, refused: the second serves
+            await broker.queue_stats("t")
+            first.restore()
+            second.cut()
+            await until(lambda: len(first.streams) > 0, timeout_s=15)
+            await until_true(lambda: answers(broker), timeout_s=15)
+            assert not second.streams
