@@ -263,7 +263,7 @@ class EventHub:
                     pumps.create_task(self._pump(pubsub))
         finally:
             # A pubsub holds a connection of its own, apart from its client's pool.
-            await asyncio.gather(*(pubsub.aclose() for pubsub in pubsubs))
+            await asyncio.gather(*(pubsub.aclose() for pubsub in pubsubs))  # type: ignore[no-untyped-call]
             await asyncio.gather(*(client.aclose() for client in clients))
 
     async def _pump(self, pubsub: PubSub) -> None:
