@@ -35,7 +35,7 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from factq import metrics
 from factq.aio import cancel_and_wait
@@ -154,7 +154,10 @@ class EventLog:
         # A connection of its own, without the pool's read timeout. On a
         # cluster, to any node: a plain PUBLISH reaches every node.
         if isinstance(self._redis, RedisCluster):
-            await self._redis.initialize()
+            try:
+                await self._redis.initialize()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                raise BackendUnavailable("Redis Cluster is unavailable") from exc
             node = self._redis.get_random_node()
             client = node_client(self._settings, node.host, node.port)
         else:
@@ -228,7 +231,7 @@ class EventHub:
                         await pubsub.subscribe(*self._keys.events_channels)
                         self._subscribed()
                         await self._pump(pubsub)
-            except* (RedisError, OSError, TimeoutError) as group:
+            except* (RedisError, RedisClusterException, OSError, TimeoutError) as group:
                 names = sorted({type(exc).__name__ for exc in group.exceptions})
                 logger.warning("event hub lost Redis (%s); reconnecting", ", ".join(names))
                 await asyncio.sleep(RECONNECT_DELAY_S)
