@@ -68,7 +68,7 @@ def load_model() -> Any:
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.disable_progress_bar()
     threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
     if threads > 0:
         torch.set_num_threads(threads)
