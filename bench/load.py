@@ -66,8 +66,10 @@ async def post_concurrently(
     bodies: Sequence[bytes],
     concurrency: int,
     headers: dict[str, str] | None = None,
+    latencies: list[float] | None = None,
 ) -> Load:
-    """POST every body, `concurrency` requests at a time, each on a kept-alive connection."""
+    """POST every body, `concurrency` requests at a time, each on a kept-alive connection;
+    each request's seconds, answered or not, go to `latencies` when given."""
     load = Load()
     pending = iter(bodies)
     sent_headers = {**JSON_HEADERS, **(headers or {})}
@@ -75,12 +77,15 @@ async def post_concurrently(
     async def one_client() -> None:
         # A shared iterator: next() never awaits, so no two clients take the same body.
         for body in pending:
+            sent = time.perf_counter()
             try:
                 async with http.post(url, data=body, headers=sent_headers) as response:
                     await response.read()
                     load.statuses[response.status] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 load.errors[type(exc).__name__] += 1
+            if latencies is not None:
+                latencies.append(time.perf_counter() - sent)
 
     cpu = time.process_time()
     started = time.perf_counter()

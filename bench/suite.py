@@ -3,7 +3,10 @@ same run, the ratio, and the issue's target.
 
 Each floor runs just before the workloads it is the floor of (F1 then W2-W4, F2 then
 W1, F3 then W5, F5 then W7; W6 measures F4 between its own runs), so that whatever
-else the machine is doing weighs on both alike. Each workload runs on a factq of its
+else the machine is doing weighs on both alike. C1 and C2, last, start a Redis Cluster
+and a RabbitMQ cluster on loopback once for both, and compare within themselves (the
+clusters against the single local servers, min replicas 1 against 0, a pool of 2
+against 1); `--only C2` starts them too. Each workload runs on a factq of its
 own (`factq api` and `factq worker` processes, a fresh namespace, the result cache
 off, distinct inputs) under its own timeout: one that fails or times out is a row
 that says so, and its processes and namespace are cleaned up all the same.
@@ -21,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import Final
 
-from bench import big_jobs, embedding, submitting, subscribers, tiny_jobs
+from bench import big_jobs, cluster, embedding, submitting, subscribers, tiny_jobs
 from bench import floors as f
 from bench.config import Sizes, log, parse_sizes
 from bench.embedding import ModelFloors
@@ -46,7 +49,10 @@ PARTS: Final[list[tuple[str, str, Part, float]]] = [
     ("W6", "big results", big_jobs.big_jobs, 180.0),
     ("F5", "embedding model floor", embedding.model_floor, 180.0),
     ("W7", "one-text embed jobs, batching on and off", embedding.embed_jobs, 300.0),
+    ("C1", "Redis Cluster and RabbitMQ cluster", cluster.on_clusters, 420.0),
 ]
+# Parts that measure more than their own key: the clusters start once for C1 and C2.
+ALSO: Final[dict[str, tuple[str, ...]]] = {"C1": ("C2",)}
 
 
 def run_part(
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     floors = ModelFloors()
     measured: dict[str, list[Row]] = {}
     contention: list[str] = []
-    parts = [part for part in PARTS if sizes.wants(part[0])]
+    parts = [part for part in PARTS if any(map(sizes.wants, (part[0], *ALSO.get(part[0], ()))))]
     if sizes.wants("F4") and not sizes.wants("W6"):
         parts.append(("F4", "compute floor", f.compute_floor, 120.0))
     for key, name, part, timeout_s in parts:
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     floor_keys += ["F4"] if sizes.wants("F4") or sizes.wants("W6") else []
     floor_table = floor_rows(floors)
     rows: list[Row] = []
-    for key in ("F1", "F2", "F3", "F4", "F5", "W1", "W2", "W3", "W4", "W5", "W6", "W7"):
+    for key in ("F1", "F2", "F3", "F4", "F5", "W1", "W2", "W3", "W4", "W5", "W6", "W7", "C1"):
         rows += [row for row in floor_table if row.key == key and key in floor_keys]
         rows += measured.get(key, [])
     elapsed = time.monotonic() - started
