@@ -32,12 +32,16 @@ PLUGIN := tests/plugins/factq-example-plugin
 
 # The embed extra (PyTorch's CPU build and a small model, ~1 GB installed) is
 # part of the test environment: CI runs the model's tests. So is the example
-# task plugin, found through its entry point.
-$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,embed]' -e $(PLUGIN)
+# task plugin, found through its entry point. uv installs them from its cache
+# in seconds, with pip's configuration (scripts/install.py; pip if uv cannot).
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml scripts/install.py
+	$(PYTHON) scripts/install.py $(VENV) -e '.[dev,embed]' -e $(PLUGIN)
 	@touch $(STAMP)
+
+# Nothing is byte-compiled at install: each module is compiled the first time
+# it is imported and kept, which PYTHONDONTWRITEBYTECODE would forbid, making
+# every process compile PyTorch again (an import of 40 s instead of 12).
+unexport PYTHONDONTWRITEBYTECODE
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -6,6 +6,14 @@ bin=.venv/bin
 started=$SECONDS
 stage() { echo "== $1 (at $((SECONDS - started)) s)"; }
 
+# A fresh venv holds no bytecode (scripts/install.py compiles nothing): each
+# module is compiled on its first import and kept. What the services and the
+# model import is compiled now, beside the linters, so that no test's processes
+# compile PyTorch together within the test's time limit.
+unset PYTHONDONTWRITEBYTECODE
+$bin/python -c "import factq.api, factq.cli.serve, factq.worker, sentence_transformers, torch" &
+compiling=$!
+
 stage "ruff"
 $bin/ruff check src tests bench
 $bin/ruff format --check src tests bench
@@ -36,6 +44,7 @@ elif [[ "${CI:-}" == true ]]; then
 else
   echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"
 fi
+wait "$compiling"
 stage "pytest"
 # The slowest tests, so that the suite's time stays visible.
 $bin/pytest --durations=15 "$@"
