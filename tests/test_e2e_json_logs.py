@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from factq.settings import Settings
 from tests.conftest import make_settings
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
-from tests.support.service import environment, free_port, running_service
+from tests.support.service import free_port, running_service, start_dev
 from tests.support.waiting import until, until_true, wait_for_jobs
 from tests.support.webhook_receiver import Receiver, receiving
 
@@ -215,13 +214,7 @@ def test_factq_dev_and_its_processes_write_json_lines(tmp_path: Path) -> None:
     secrets_watch.log_dirs.add(tmp_path)
     port = free_port()
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "factq", "dev", "--port", str(port), "--concurrency", "1"],
-            env=environment(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    dev = start_dev(settings, port, log)
     try:
         job_id = asyncio.run(run_one_job(f"http://127.0.0.1:{port}", dev, log))
     finally:

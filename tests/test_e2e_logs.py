@@ -6,7 +6,6 @@ import asyncio
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from factq.settings import Settings
 from tests.conftest import make_settings
 from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
-from tests.support.service import environment, free_port, running_service
+from tests.support.service import free_port, running_service, start_dev
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -76,13 +75,7 @@ def test_dev_writes_only_factq_lines(keyed_settings: Settings, tmp_path: Path) -
     secrets_watch.log_dirs.add(tmp_path)
     port = free_port()
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "factq", "dev", "--port", str(port), "--concurrency", "1"],
-            env=environment(keyed_settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    dev = start_dev(keyed_settings, port, log)
     try:
         wait_ready(f"http://127.0.0.1:{port}", dev)
         asyncio.run(make_requests(f"http://127.0.0.1:{port}"))

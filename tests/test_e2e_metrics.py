@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -29,6 +28,7 @@ from tests.conftest import make_settings
 from tests.support.backends import delete_namespace
 from tests.support.service import Service, free_port, running_service
 from tests.support.waiting import in_background, until, until_true, wait_for_jobs
+from tests.support.webhook_receiver import serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -96,12 +96,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     port = free_port()
     state.url = f"http://127.0.0.1:{port}/hook"
     app = Starlette(routes=[Route("/hook", state.hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await until(lambda: server.started)
-    yield state
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serving(app, port):
+        yield state
 
 
 @pytest.fixture

@@ -249,9 +249,10 @@ class Broker:
             except ChannelPreconditionFailed as exc:
                 raise BrokerConfigError(
                     f"RabbitMQ already has queue {queue_name!r} with other arguments "
-                    f"({exc}). A changed FACTQ_MAX_ATTEMPTS or FACTQ_QUEUE_MAX_LENGTH needs a "
-                    "new FACTQ_NAMESPACE, or the old queues deleted once they are empty: "
-                    f"rabbitmqctl delete_queue {queue_name}"
+                    f"({exc}). A changed FACTQ_MAX_ATTEMPTS, FACTQ_QUEUE_MAX_LENGTH or "
+                    "FACTQ_QUORUM_INITIAL_GROUP_SIZE needs a new FACTQ_NAMESPACE, or the old "
+                    f"queues deleted once they are empty: rabbitmqctl delete_queue {queue_name} "
+                    "(README: Changing queue arguments)"
                 ) from None
 
     async def _channel(self, *, on_return_raises: bool = False) -> AbstractRobustChannel:

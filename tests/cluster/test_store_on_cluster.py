@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as redis
 from redis.crc import key_slot
 
-from factq.errors import BackendUnavailable, IdempotencyConflict
+from factq.api.ratelimit import SubmissionLimiter
+from factq.errors import BackendUnavailable, IdempotencyConflict, RateLimited
 from factq.schema import JobError, JobEvent, JobStatus, WebhookRequest
 from factq.settings import Settings
 from factq.state.events import EventHub
@@ -221,3 +222,16 @@ async def _move_slot(slot: int, source: int, target: int) -> None:
             await src.migrate("127.0.0.1", target, keys, 0, 5000)
         for node in (dst, src):
             await node.cluster("SETSLOT", slot, "NODE", target_id)
+
+
+async def test_the_rate_limit_counts_on_the_cluster(cluster_settings: Settings) -> None:
+    limited = cluster_settings.model_copy(update={"rate_limit": "3/minute"})
+    limiter = SubmissionLimiter(limited)
+    try:
+        await limiter.admit("someone", 2)
+        await limiter.admit("someone", 1)
+        with pytest.raises(RateLimited):
+            await limiter.admit("someone", 1)
+        await limiter.admit("someone-else", 3)
+    finally:
+        await limiter.aclose()

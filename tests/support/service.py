@@ -101,6 +101,17 @@ def environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def start_dev(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`factq dev` on the port (one pool process), all its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "factq", "dev", "--port", str(port), "--concurrency", "1"],
+            env=environment(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @contextmanager
 def running_service(
     settings: Settings,

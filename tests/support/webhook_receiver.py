@@ -1,12 +1,19 @@
-"""A webhook receiver on a free loopback port, in a thread: what it got, in order."""
+"""Webhook receivers for tests: one in a thread (`receiving`), or any ASGI app
+served on the test's event loop (`serving`)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from tests.support.waiting import until
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -36,3 +43,16 @@ def receiving() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp, port: int) -> AsyncIterator[None]:
+    """The app on 127.0.0.1:port, served by uvicorn on this event loop, until exit."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

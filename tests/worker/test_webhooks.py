@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 import json
@@ -15,7 +14,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis.asyncio as redis
-import uvicorn
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +27,7 @@ from factq.webhooks.destinations import Address
 from tests.conftest import api_client, running_worker
 from tests.support.service import free_port
 from tests.support.waiting import until, until_true, wait_for_job
+from tests.support.webhook_receiver import serving
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -67,12 +66,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     )
     port = free_port()
     state.url = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await until(lambda: server.started)
-    yield state
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serving(app, port):
+        yield state
 
 
 @pytest.fixture

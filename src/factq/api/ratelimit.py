@@ -33,8 +33,10 @@ class SubmissionLimiter:
         # thousand jobs costs one command, not a thousand.
         self._limiter: FixedWindowRateLimiter | None = None
         self._pool: redis.BlockingConnectionPool | None = None
+        self._cluster: RedisClusterStorage | None = None
         if self._item is not None and settings.redis_cluster:
-            self._limiter = FixedWindowRateLimiter(_cluster_storage(settings))
+            self._cluster = _cluster_storage(settings)
+            self._limiter = FixedWindowRateLimiter(self._cluster)
         elif self._item is not None:
             url = settings.redis_url.get_secret_value()
             # Our own pool, so that it is closed with the API.
@@ -51,6 +53,11 @@ class SubmissionLimiter:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
+        if self._cluster is not None:
+            # limits gives no way to close its cluster client: closed where it keeps it.
+            client = getattr(self._cluster.bridge, "storage", None)
+            if client is not None:
+                await client.aclose()
 
     async def admit(self, who: str, jobs: int) -> None:
         """Count `jobs` submissions for `who`, or raise `RateLimited` (nothing counted)."""
@@ -88,9 +95,11 @@ def _cluster_storage(settings: Settings) -> RedisClusterStorage:
     nodes = ",".join(f"{host}:{port}" for host, port in cluster_nodes(url))
     first = urlsplit(url.split(",")[0].strip())
     credentials = f"{first.username or ''}:{first.password}@" if first.password else ""
+    tls: dict[str, bool] = {"ssl": True} if first.scheme == "rediss" else {}
     return RedisClusterStorage(
         f"async+redis+cluster://{credentials}{nodes}",
         implementation="redispy",
         key_prefix=f"{settings.namespace}:limits",
         wrap_exceptions=True,
+        **tls,
     )
