@@ -26,6 +26,7 @@ from tests.support import secrets_watch
 from tests.support.backends import delete_namespace
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.service import free_port
+from tests.support.summary import figures_of
 
 pytest_plugins = ["tests.support.timeouts"]
 
@@ -221,3 +222,11 @@ async def live(settings: Settings) -> AsyncIterator[str]:
 @pytest.fixture
 def execution_log(tmp_path: Path) -> str:
     return str(tmp_path / "executions.log")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures tests recorded (see tests/support/summary.py), after the results."""
+    reports = [report for reports in terminalreporter.stats.values() for report in reports]
+    for nodeid, text in figures_of(reports):
+        terminalreporter.write_sep("-", f"figures: {nodeid}")
+        terminalreporter.write_line(text)

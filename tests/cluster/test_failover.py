@@ -38,6 +38,7 @@ from factq.state.keys import Keys
 from tests.conftest import make_settings
 from tests.support import clusters
 from tests.support.service import Service, running_service
+from tests.support.summary import RecordProperty
 
 # On a 2-core machine 1,000 jobs take about 36 s from the first submission to the
 # last check, and the test about 100 s with the clusters' start; CI runs them all.
@@ -92,7 +93,7 @@ async def test_jobs_survive_losing_a_redis_master_and_a_rabbitmq_node(
     cluster_settings: Settings,
     redis_cluster: clusters.RedisCluster,
     rabbit_cluster: clusters.RabbitCluster,
-    capsys: pytest.CaptureFixture[str],
+    record_property: RecordProperty,
 ) -> None:
     names = Keys(cluster_settings.namespace, cluster=True)
     queue = f"{cluster_settings.namespace}.jobs.factorial"
@@ -158,18 +159,17 @@ async def test_jobs_survive_losing_a_redis_master_and_a_rabbitmq_node(
     stuck = sum(status is not None and status not in TERMINAL for status in statuses.values())
     not_succeeded = {job_id: s for job_id, s in statuses.items() if s != "succeeded"}
     twice = {job_id: n for job_id, n in finals.items() if n != 1}
-    with capsys.disabled():
-        print(f"\n--- cluster failover: {len(load.accepted)} jobs through 2 APIs, 3 workers")
-        print("\n".join(timeline))
-        print(f"answers: {dict(sorted(load.answers.items()))}")
-        print(f"finished by worker: {dict(split)}")
-        print(
-            f"lost {lost}, stuck {stuck}, not succeeded {len(not_succeeded)}, "
-            f"final event not once {len(twice)}, wrong result {len(wrong)}; "
-            f"followed {len(load.followed)}, their final events {len(load.final_events)}"
-        )
-        for problem in load.problems[:10]:
-            print(f"problem: {problem}")
+    lines = [
+        f"cluster failover: {len(load.accepted)} jobs through 2 APIs, 3 workers",
+        *timeline,
+        f"answers: {dict(sorted(load.answers.items()))}",
+        f"finished by worker: {dict(split)}",
+        f"lost {lost}, stuck {stuck}, not succeeded {len(not_succeeded)}, "
+        f"final event not once {len(twice)}, wrong result {len(wrong)}; "
+        f"followed {len(load.followed)}, their final events {len(load.final_events)}",
+        *(f"problem: {problem}" for problem in load.problems[:10]),
+    ]
+    record_property("figures", "\n".join(lines))
     assert len(load.accepted) == JOBS
     assert not load.problems, load.problems[:10]
     assert lost == stuck == 0, statuses

@@ -32,6 +32,7 @@ from tests.conftest import make_settings
 from tests.faults.checks import count_completed_twice
 from tests.support.backends import delete_namespace
 from tests.support.service import Service, running_service_reaped
+from tests.support.summary import RecordProperty
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -86,7 +87,7 @@ def texts_for(rng: random.Random) -> list[str]:
 
 
 async def test_batched_jobs_survive_worker_kills(
-    service: Service, batch_settings: Settings, capsys: pytest.CaptureFixture[str]
+    service: Service, batch_settings: Settings, record_property: RecordProperty
 ) -> None:
     rng = random.Random(7)
     texts = texts_for(rng)
@@ -125,16 +126,17 @@ async def test_batched_jobs_survive_worker_kills(
         or job["error"]["type"] not in ("too_many_attempts", "worker_lost")
     ]
     reruns = sum(job["attempts"] - 1 for job in finals.values())
-    with capsys.disabled():
-        print(
-            f"\nbatched jobs under worker kills: {len(accepted)} jobs ({EMBED_JOBS} embed, "
+    record_property(
+        "figures",
+        (
+            f"batched jobs under worker kills: {len(accepted)} jobs ({EMBED_JOBS} embed, "
             f"{FACTORIAL_JOBS} factorial), {len(kills)} worker kills ({', '.join(kills)}), "
             f"lost {lost}, stuck {stuck}, completed twice {twice}, "
             f"failed after {MAX_ATTEMPTS} started runs {len(failed)}, started again {reruns}, "
             f"back in the queue after the delivery limit unstarted {requeued}, "
-            f"{time.monotonic() - started:.0f} s",
-            flush=True,
-        )
+            f"{time.monotonic() - started:.0f} s"
+        ),
+    )
     assert not problems, problems
     assert (lost, stuck, twice) == (0, 0, 0)
     assert not unexplained, f"{unexplained[:10]}\n{logs}"

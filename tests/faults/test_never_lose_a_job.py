@@ -37,6 +37,7 @@ from tests.faults.figures import Figures
 from tests.faults.load import REQUEST_TIMEOUT_S, ApiAnswers, Submitter, probe
 from tests.support.redis_server import RedisServer
 from tests.support.service import Service, running_service_reaped
+from tests.support.summary import RecordProperty
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -75,7 +76,7 @@ async def test_no_accepted_job_is_lost_or_completed_twice_under_faults(
     private_redis: RedisServer,
     fault_settings: Settings,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    record_property: RecordProperty,
 ) -> None:
     seed = fault_seed()
     figures = Figures(seed=seed)
@@ -111,7 +112,7 @@ async def test_no_accepted_job_is_lost_or_completed_twice_under_faults(
             await check_live_events(http, log)
         finally:
             fill_in(figures, submitter, chaos, service, started, made_twice)
-            report(figures, chaos, submitter, capsys)
+            report(figures, chaos, submitter, record_property)
     assert not figures.problems, f"{figures.table()}\n\n" + "\n".join(
         [*figures.problems[:50], "", service.log_text()]
     )
@@ -188,15 +189,17 @@ def fill_in(
 
 
 def report(
-    figures: Figures, chaos: Chaos, submitter: Submitter, capsys: pytest.CaptureFixture[str]
+    figures: Figures, chaos: Chaos, submitter: Submitter, record_property: RecordProperty
 ) -> None:
-    """The figures, the timeline of faults and the API's answers, past pytest's capture."""
+    """The figures, the timeline of faults and the API's answers, for the run's summary."""
     answers = ", ".join(f"{key}: {n}" for key, n in sorted(submitter.answers.counts.items()))
-    with capsys.disabled():
-        print(
-            "\n" + figures.table(), "faults:", *(f"  {line}" for line in chaos.timeline), sep="\n"
-        )
-        print(f"API answers: {answers}")
-        windows = submitter.answers.refusal_windows(since=chaos.started)
-        print(f"503s at: {', '.join(windows) or 'none'}", flush=True)
+    windows = submitter.answers.refusal_windows(since=chaos.started)
+    lines = [
+        figures.table(),
+        "faults:",
+        *(f"  {line}" for line in chaos.timeline),
+        f"API answers: {answers}",
+        f"503s at: {', '.join(windows) or 'none'}",
+    ]
+    record_property("figures", "\n".join(lines))
     figures.save()
