@@ -46,6 +46,9 @@ else
 fi
 wait "$compiling"
 stage "pytest"
-# The slowest tests, so that the suite's time stays visible.
-$bin/pytest --durations=15 "$@"
+# Two processes (pytest-xdist; most tests wait on services more than they
+# compute), the tests that share a costly fixture on one of them, and a test
+# marked `alone` run by itself (tests/support/parallel.py); `-n 0` after these
+# runs one test at a time. The slowest tests, so that the suite's time stays visible.
+$bin/pytest -n 2 --durations=15 "$@"
 echo "== done in $((SECONDS - started)) s"

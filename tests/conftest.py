@@ -28,7 +28,7 @@ from tests.support.redis_server import RedisServer, redis_server
 from tests.support.service import free_port
 from tests.support.summary import figures_of
 
-pytest_plugins = ["tests.support.timeouts"]
+pytest_plugins = ["tests.support.timeouts", "tests.support.parallel"]
 
 TEST_TASKS = "tests.support.tasks"
 # What a test's worker serves unless the test says otherwise: every task but
@@ -57,6 +57,12 @@ def make_settings(**overrides: Any) -> Settings:
     return settings
 
 
+NO_SECRET = "the run configured no secret to look for"
+SECRETS_CONFIGURED = "factq_secrets_configured"
+# Filled in pytest-xdist's controller, one count for each worker.
+secrets_in_workers: list[int] = []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_any_log(request: pytest.FixtureRequest) -> Iterator[None]:
     """Across the whole run: no configured secret in any log line (see secrets_watch)."""
@@ -73,13 +79,34 @@ def no_secret_in_any_log(request: pytest.FixtureRequest) -> Iterator[None]:
             logger.removeHandler(recorder)
         loggers[0].setLevel(root_level)
     leaks = secrets_watch.leaks(recorder.lines)
-    config = request.config
-    whole_suite = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if workeroutput is not None:
+        # One process of several (pytest-xdist): the controller adds them up.
+        workeroutput[SECRETS_CONFIGURED] = len(secrets_watch.secrets)
+    else:
+        assert secrets_watch.secrets or not whole_suite(request.config), NO_SECRET
+    assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
+
+
+def whole_suite(config: pytest.Config) -> bool:
+    """Whether this run is the whole suite: a part (one file, say) may configure no secret."""
+    return config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
         config.option.keyword or config.option.markexpr
     )
-    # A part of the suite (one file, say) may configure no secret at all.
-    assert secrets_watch.secrets or not whole_suite, "the run configured no secret to look for"
-    assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In pytest-xdist's controller: how many secrets each worker's tests configured."""
+    secrets_in_workers.append(int(getattr(node, "workeroutput", {}).get(SECRETS_CONFIGURED, 0)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if secrets_in_workers and not sum(secrets_in_workers) and whole_suite(session.config):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(NO_SECRET, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

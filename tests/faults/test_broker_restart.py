@@ -18,7 +18,7 @@ from tests.support.service import running_service
 from tests.support.tasks import executions
 from tests.support.waiting import until, wait_for_jobs
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.faults, pytest.mark.alone, pytest.mark.timeout(180)]
 
 # Longer than RabbitMQ's stop and start plus aio-pika's 5 s before it reconnects:
 # the job still runs when its message comes back, to the same (only) worker.

@@ -39,7 +39,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.service import Service, running_service_reaped
 from tests.support.summary import RecordProperty
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.faults, pytest.mark.alone, pytest.mark.timeout(300)]
 
 JOBS = 500
 MAX_JOBS = 1000
