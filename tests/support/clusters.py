@@ -103,7 +103,8 @@ async def _wait_for(
     while True:
         try:
             reason = await check()
-        except (redis.RedisError, OSError, CommandFailed) as exc:
+        except (redis.RedisError, OSError, CommandFailed, json.JSONDecodeError) as exc:
+            # json: rabbitmqctl prints nothing while a node is still booting.
             reason = repr(exc)
         if reason is None:
             return
