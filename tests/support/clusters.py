@@ -120,6 +120,9 @@ async def _run(command: list[str], timeout_s: float = CLI_TIMEOUT_S) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        # A directory every user may enter: rabbitmqctl runs as the rabbitmq user,
+        # which may not enter the test's own (a fresh clone under a private /tmp dir).
+        cwd="/",
     )
     try:
         async with asyncio.timeout(timeout_s):
